@@ -1,0 +1,106 @@
+"""``edge-agent``: run the agent, validate a config, run the demo, show status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from agent import __version__
+from agent.errors import AgentError, ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("agent")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _load(path: str) -> object:
+    from agent.config import load_config  # noqa: PLC0415 - keep `--help` fast
+
+    return load_config(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as e:
+        print(f"invalid config ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):", file=sys.stderr)
+        print(str(e), file=sys.stderr)
+        return EXIT_CONFIG
+    from agent.settings import AgentConfig  # noqa: PLC0415
+
+    assert isinstance(cfg, AgentConfig)
+    print(f"{args.config}: valid (device {cfg.device_id}, {len(cfg.pipelines)} pipeline(s), "
+          f"delivery {cfg.outbox.delivery}, broker {cfg.mqtt.url})")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_CONFIG
+    from agent.service import Agent  # noqa: PLC0415
+    from agent.settings import AgentConfig  # noqa: PLC0415
+
+    assert isinstance(cfg, AgentConfig)
+    _setup_logging(args.log_level or cfg.log_level)
+    try:
+        return Agent(cfg).run()
+    except AgentError as e:
+        log.error("%s", e)
+        return EXIT_FAILED
+    except Exception as e:
+        from provisioning import ProvisioningError  # noqa: PLC0415
+
+        if isinstance(e, ProvisioningError):
+            log.error("%s", e)
+            return EXIT_FAILED
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file without starting anything (exit 2 if invalid)")
+    p.add_argument("config", help="agent TOML config")
+    p.set_defaults(func=cmd_check_config)
+
+    try:
+        from agent.demo import add_demo_parser  # noqa: PLC0415
+    except ImportError:
+        pass
+    else:
+        add_demo_parser(sub)
+    try:
+        from agent.status import add_status_parser  # noqa: PLC0415
+    except ImportError:
+        pass
+    else:
+        add_status_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edge-agent`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

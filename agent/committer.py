@@ -1,0 +1,189 @@
+"""The committer thread: signs drafts with their seq and group-commits them to the outbox.
+
+It is the only writer of the outbox (SQLite wants one) and the only user of the signing key on the hot
+path. Each turn takes every draft waiting (up to ``commit_batch``), seals them with consecutive seqs inside
+one transaction, commits with synchronous=FULL, and only then hands the rows to the MQTT link. Acks and
+PUBACKs arrive as deletions on a small control queue. When the disk refuses a commit, the drafts are kept
+and retried with backoff; the pipelines then block on the bounded queue instead of losing data silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.backoff import backoff_delay
+from agent.errors import OutboxError
+from agent.outbox import CommitResult, Draft, Outbox, Row
+from agent.retention import EvictionPlan
+from agent.topics import Topics
+from envelope import RecordHeader, Signer, seal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommitterStats:
+    """Counters of the committer, for telemetry."""
+
+    committed: int = 0
+    commits: int = 0
+    refused_oversize: int = 0
+    gap_records: int = 0
+    outbox_errors: int = 0
+    last_error: str | None = None
+    last_progress: float = 0.0
+    healthy: bool = True
+
+
+class Committer:
+    """Drains drafts, seals and commits them, and forwards committed rows to ``forward``."""
+
+    def __init__(self, outbox: Outbox, signer: Signer, device_id: str, topics: Topics, drafts: queue.Queue[Draft],
+                 forward: Callable[[list[Row]], None], *, commit_batch: int, max_record_bytes: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.signer = signer
+        self.device_id = device_id
+        self.topics = topics
+        self.drafts = drafts
+        self.forward = forward
+        self.commit_batch = commit_batch
+        self.max_record_bytes = max_record_bytes
+        self.clock = clock
+        self.stats = CommitterStats(last_progress=time.monotonic())
+        self._control: collections.deque[tuple[str, object]] = collections.deque()
+        self._pending: list[Draft] = []
+        self._stop = threading.Event()
+        self._rng = random.Random()
+        self.on_commit: Callable[[CommitResult], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
+
+    # ----- called from other threads ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def ack(self, seq: int) -> None:
+        """The aggregator stored everything up to ``seq`` durably."""
+        self._control.append(("ack", seq))
+
+    def pubacked(self, seqs: list[int]) -> None:
+        """Broker mode: these seqs were PUBACKed."""
+        self._control.append(("puback", seqs))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop. Pipelines must have stopped first."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ----- sealing ---------------------------------------------------------------------------------
+    def seal_draft(self, draft: Draft, epoch: int, seq: int) -> bytes:
+        """Sign one draft as record ``seq`` of boot ``epoch``."""
+        header = RecordHeader(
+            kind=draft.kind, device_id=self.device_id, stream=draft.stream, epoch=epoch, seq=seq,
+            iat=int(self.clock()), capture_ms=draft.capture_ms, clock_state=draft.clock_state,
+            model_sha256=draft.model_sha256, input_sha256=draft.input_sha256, x5chain=draft.x5chain,
+        )
+        return seal(self.signer, header, draft.payload)
+
+    def gap_draft(self, plan: EvictionPlan) -> Draft:
+        """The signed gap record that names an eviction (loss by policy, not in transit)."""
+        self.stats.gap_records += 1
+        return Draft(kind="gap", stream="gap", topic=self.topics.gap, capture_ms=int(self.clock() * 1000),
+                     payload={"first": plan.first, "last": plan.last, "count": len(plan.seqs),
+                              "bytes": plan.freed_bytes, "reason": "outbox_full"})
+
+    # ----- the loop --------------------------------------------------------------------------------
+    def _take(self) -> None:
+        room = self.commit_batch - len(self._pending)
+        if room <= 0:
+            return
+        if not self._pending:
+            try:
+                self._pending.append(self.drafts.get(timeout=0.2))
+                room -= 1
+            except queue.Empty:
+                return
+        while room > 0:
+            try:
+                self._pending.append(self.drafts.get_nowait())
+            except queue.Empty:
+                return
+            room -= 1
+
+    def _apply_control(self) -> None:
+        while self._control:
+            kind, value = self._control.popleft()
+            try:
+                if kind == "ack":
+                    assert isinstance(value, int)
+                    if value > self.outbox.last_seq:
+                        log.warning("aggregator acked seq %d beyond the last committed seq %d: was the outbox "
+                                    "replaced? moving the seq counter forward so no seq is reused",
+                                    value, self.outbox.last_seq)
+                        self.outbox.advance_seq(value)
+                    self.outbox.delete_through(value)
+                else:
+                    assert isinstance(value, list)
+                    self.outbox.delete_seqs(value)
+            except OutboxError as e:
+                log.error("%s", e)
+                self.stats.outbox_errors += 1
+                return
+
+    def _run(self) -> None:
+        attempt = 0
+        while True:
+            stopping = self._stop.is_set()
+            self._apply_control()
+            self._take()
+            if not self._pending:
+                self.stats.last_progress = time.monotonic()
+                if stopping and self.drafts.empty():
+                    return
+                continue
+            try:
+                result = self.outbox.commit(self._pending, self.seal_draft, self.max_record_bytes,
+                                            self.gap_draft, int(self.clock() * 1000))
+            except OutboxError as e:
+                self.stats.outbox_errors += 1
+                self.stats.healthy = False
+                self.stats.last_error = str(e)
+                delay = backoff_delay(attempt, 0.2, 5.0, self._rng)
+                attempt += 1
+                log.error("%s; keeping %d records in memory, retrying in %.1fs", e, len(self._pending), delay)
+                if stopping and attempt > 3:
+                    log.error("stopping with %d uncommitted records: the outbox cannot be written", len(self._pending))
+                    return
+                if stopping:
+                    time.sleep(delay)
+                else:
+                    self._stop.wait(delay)
+                continue
+            if attempt:
+                log.info("outbox writable again after %d failed commits", attempt)
+            attempt = 0
+            self._pending = []
+            self.stats.healthy = True
+            self.stats.last_error = None
+            self.stats.commits += 1
+            self.stats.committed += len(result.rows)
+            self.stats.last_progress = time.monotonic()
+            for draft, size in result.refused:
+                self.stats.refused_oversize += 1
+                log.error("refused a %s record of %d bytes on %s: larger than the %d-byte packet budget",
+                          draft.kind, size, draft.topic, self.max_record_bytes)
+            if self.on_commit is not None:
+                self.on_commit(result)
+            if result.rows:
+                self.forward(result.rows)

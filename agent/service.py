@@ -1,0 +1,266 @@
+"""Wires the agent together and runs it: outbox, signer, pipelines, committer, MQTT link, telemetry.
+
+Start order makes the birth record the first record of every boot: open the outbox and bump the epoch,
+open the key, load the models (a bad model fails before anything is published), start the committer and
+the link, commit the birth record, then start the pipelines. Stop order is the reverse, so every window
+already inferred is committed before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from agent import __version__
+from agent.clock import ClockState
+from agent.committer import Committer
+from agent.inference import Model, runtime_name
+from agent.model_meta import load_model_meta
+from agent.outbox import Draft, Outbox, OutboxReader
+from agent.pipeline import PipelineRunner
+from agent.publisher import MqttLink, record_budget
+from agent.settings import AgentConfig
+from agent.sources import make_source
+from agent.topics import Topics
+from envelope import Signer
+from provisioning import FileKeyUri, open_signer, parse_key_uri
+
+log = logging.getLogger(__name__)
+
+
+def load_chain(path: str) -> tuple[bytes, ...]:
+    """DER certificates from a PEM file (device certificate first)."""
+    with open(path, "rb") as f:
+        certs = x509.load_pem_x509_certificates(f.read())
+    return tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
+
+
+@dataclass
+class Health:
+    """What the watchdog needs: is every stage making progress?"""
+
+    healthy: bool
+    reasons: list[str]
+
+
+class Agent:
+    """The running agent. ``start()``/``stop()`` for embedding (tests, demo); ``run()`` for the CLI."""
+
+    def __init__(self, cfg: AgentConfig, *, signer: Signer | None = None) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+        self._signer = signer
+        self.drafts: queue.Queue[Draft] = queue.Queue(maxsize=max(p.queue_windows for p in cfg.pipelines) * 4)
+        self.clock_state = ClockState()
+        self.pipelines: list[PipelineRunner] = []
+        self.started_at = 0.0
+        self._stop = threading.Event()
+        self._telemetry_thread: threading.Thread | None = None
+        self.outbox: Outbox | None = None
+        self.committer: Committer | None = None
+        self.link: MqttLink | None = None
+        self.epoch = 0
+
+    # ----- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        self.started_at = time.monotonic()
+        self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+        self.epoch = self.outbox.begin_epoch()
+        signer = self._signer or open_signer(cfg.key_uri)
+        models = []
+        for pc in cfg.pipelines:
+            meta = load_model_meta(pc.metadata)
+            models.append((pc, meta, Model.load(pc.model, meta, num_threads=pc.num_threads)))
+        longest_topic = max([self.topics.result(pc.stream) for pc in cfg.pipelines]
+                            + [self.topics.telemetry, self.topics.status, self.topics.gap], key=len)
+        budget = record_budget(cfg.mqtt.max_packet_bytes, longest_topic)
+        reader = OutboxReader(cfg.outbox.path)
+        start_after = self.outbox.acked_seq if cfg.outbox.delivery == "aggregator" else 0
+        self.link = MqttLink(cfg.mqtt, cfg.device_id, cfg.outbox.delivery, reader, start_after_seq=start_after,
+                             on_ack=self._on_ack, on_puback=self._on_puback,
+                             resend_after_s=cfg.outbox.resend_after_s, inflight_max=cfg.outbox.inflight_max)
+        self.link.hint_last_seq(self.outbox.last_seq)
+        self.committer = Committer(self.outbox, signer, cfg.device_id, self.topics, self.drafts, self.link.notify,
+                                   commit_batch=cfg.outbox.commit_batch, max_record_bytes=budget)
+        self.committer.on_commit = self._on_commit
+        self.committer.start()
+        self.link.start()
+        self._birth_model_info = [
+            {"stream": pc.stream, "model": meta.name, "sha256": m.model_sha256.hex(), "labels": list(meta.labels)}
+            for pc, meta, m in models
+        ]
+        self.drafts.put(self._birth_draft(signer))
+        for pc, meta, model in models:
+            runner = PipelineRunner(pc, meta, model, make_source(pc.stream, pc.source), self.topics.result(pc.stream),
+                                    self.drafts, self.clock_state.get)
+            self.pipelines.append(runner)
+        for runner in self.pipelines:
+            runner.start()
+        self._telemetry_thread = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
+        self._telemetry_thread.start()
+        log.info("agent %s started: device %s, epoch %d, %d pipeline(s), delivery %s", __version__,
+                 cfg.device_id, self.epoch, len(self.pipelines), cfg.outbox.delivery)
+
+    def stop(self) -> None:
+        """Stop sources, commit what was inferred, let in-flight publishes finish, disconnect."""
+        self._stop.set()
+        for runner in self.pipelines:
+            runner.stop()
+        for runner in self.pipelines:
+            runner.join(5.0)
+        if self.committer:
+            self.committer.stop()
+        if self.link:
+            self.link.stop()
+        if self.outbox:
+            self.outbox.close()
+        log.info("agent stopped")
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or every source has ended). Returns the exit code."""
+        def _signal(signum: int, _frame: Any) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        self.start()
+        try:
+            while not self._stop.wait(0.5):
+                if self.pipelines and all(r.done.is_set() for r in self.pipelines):
+                    failed = [r for r in self.pipelines if r.failed]
+                    if failed:
+                        log.error("pipeline(s) %s failed; exiting so the service manager restarts the agent",
+                                  ", ".join(r.cfg.stream for r in failed))
+                        self.stop()
+                        return 1
+                    log.info("every source has ended")
+                    break
+        finally:
+            if not self._stop.is_set() or (self.committer and self.committer.alive):
+                self.stop()
+        return 0
+
+    # ----- records the agent makes itself -------------------------------------------------------------
+    def _birth_draft(self, signer: Signer) -> Draft:
+        chain = load_chain(self.cfg.certificate) if self.cfg.certificate else ()
+        key_tier = "file" if isinstance(parse_key_uri(self.cfg.key_uri), FileKeyUri) else "pkcs11"
+        payload = {
+            "status": "online",
+            "agent": __version__,
+            "python": platform.python_version(),
+            "runtime": runtime_name(),
+            "machine": platform.machine(),
+            "key_tier": key_tier,
+            "alg": signer.alg,
+            "epoch": self.epoch,
+            "delivery": self.cfg.outbox.delivery,
+            "models": self._birth_model_info,
+        }
+        return Draft(kind="status", stream="status", topic=self.topics.status, payload=payload,
+                     capture_ms=int(time.time() * 1000), clock_state=self.clock_state.get(), retain=True,
+                     x5chain=chain)
+
+    def _on_commit(self, result: Any) -> None:
+        assert self.link is not None
+        for row in result.rows:
+            if row.retain and row.topic == self.topics.status:
+                self.link.set_birth(row)
+
+    def _on_ack(self, seq: int) -> None:
+        if self.committer:
+            self.committer.ack(seq)
+
+    def _on_puback(self, seqs: list[int]) -> None:
+        if self.committer:
+            self.committer.pubacked(seqs)
+
+    def _telemetry_loop(self) -> None:
+        from agent.telemetry import telemetry_payload  # noqa: PLC0415
+
+        interval = self.cfg.telemetry.interval_s
+        while not self._stop.wait(interval):
+            try:
+                payload = telemetry_payload(self.snapshot())
+            except Exception:
+                log.exception("telemetry snapshot failed")
+                continue
+            draft = Draft(kind="telemetry", stream="telemetry", topic=self.topics.telemetry, payload=payload,
+                          capture_ms=int(time.time() * 1000), clock_state=self.clock_state.get())
+            try:
+                self.drafts.put(draft, timeout=interval)
+            except queue.Full:
+                log.warning("telemetry record dropped: the commit queue is full")
+
+    # ----- introspection -----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Live counters of every stage (for telemetry, `edge-agent status` and the demo)."""
+        ob = self.outbox
+        cm = self.committer
+        ln = self.link
+        return {
+            "device_id": self.cfg.device_id,
+            "epoch": self.epoch,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "pid": os.getpid(),
+            "outbox": {
+                "path": self.cfg.outbox.path,
+                "depth": ob.depth if ob else 0,
+                "bytes": ob.stored_bytes if ob else 0,
+                "max_bytes": self.cfg.outbox.max_bytes,
+                "last_seq": ob.last_seq if ob else 0,
+                "acked_seq": ob.acked_seq if ob else 0,
+                "evicted_records": ob.evicted_records if ob else 0,
+                "evicted_bytes": ob.evicted_bytes if ob else 0,
+                "refused_oversize": cm.stats.refused_oversize if cm else 0,
+                "errors": cm.stats.outbox_errors if cm else 0,
+                "last_error": cm.stats.last_error if cm else None,
+                "committed": cm.stats.committed if cm else 0,
+            },
+            "mqtt": {
+                "connected": ln.connected if ln else False,
+                **({k: v for k, v in vars(ln.counters).items()} if ln else {}),
+                "last_error": ln.last_error if ln else None,
+            },
+            "pipelines": {
+                r.cfg.stream: {
+                    "windows": r.stats.windows,
+                    "results": r.stats.results,
+                    "errors": r.stats.errors,
+                    "latencies_us": list(r.stats.latencies_us[-1024:]),
+                    "windowing": r.windower.counters(),
+                    "source": r.source.counters(),
+                }
+                for r in self.pipelines
+            },
+            "queue_depth": self.drafts.qsize(),
+        }
+
+    def health(self, stall_s: float) -> Health:
+        """Every stage alive and making progress within ``stall_s`` seconds (for the watchdog)."""
+        now = time.monotonic()
+        reasons = []
+        cm = self.committer
+        if cm is None or not cm.alive:
+            reasons.append("committer thread is not running")
+        elif not cm.stats.healthy:
+            reasons.append(f"outbox not writable: {cm.stats.last_error}")
+        elif now - cm.stats.last_progress > stall_s:
+            reasons.append("committer stalled")
+        for r in self.pipelines:
+            if r.done.is_set() and r.failed:
+                reasons.append(f"pipeline {r.cfg.stream} failed: {r.failed}")
+            elif not r.done.is_set() and now - r.stats.last_progress > stall_s:
+                reasons.append(f"pipeline {r.cfg.stream} stalled")
+        return Health(not reasons, reasons)

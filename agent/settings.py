@@ -1,0 +1,113 @@
+"""The agent's validated configuration as frozen dataclasses (built by ``agent.config`` from TOML).
+
+Kept apart from the parser so that sources, pipeline and publisher can import the shapes they consume
+without pulling in validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SimulatedSourceConfig:
+    """Samples from the vibration signal model (firmware_bridge.signal_model)."""
+
+    rate_hz: float = 1000.0
+    fault: str = "normal"  # one of signal_model.CLASSES, or "cycle"
+    cycle_s: float = 5.0  # with fault = "cycle": seconds per class
+    realtime: bool = True  # False: produce as fast as the pipeline consumes (tests, benchmarks)
+    block_samples: int = 64
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplaySourceConfig:
+    """A recorded CSV: header row, optional ``t_us`` column, then one column per channel."""
+
+    path: str
+    rate_hz: float | None = None  # None: derive from the t_us column
+    loop: bool = False
+    realtime: bool = True
+
+
+@dataclass(frozen=True)
+class SerialSourceConfig:
+    """A microcontroller on a serial port speaking the firmware_bridge protocol (docs/serial-protocol.md)."""
+
+    port: str
+    baudrate: int = 921600
+    sensor_id: int = 0
+    reopen_backoff_max_s: float = 2.0
+
+
+SourceConfig = SimulatedSourceConfig | ReplaySourceConfig | SerialSourceConfig
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One sensor stream → windows → model → signed results on ``<prefix>/<device>/result/<stream>``."""
+
+    stream: str
+    source: SourceConfig
+    model: str
+    metadata: str  # model metadata JSON (labels, normalisation); default: model path with .json
+    window: int
+    hop: int
+    labels: tuple[str, ...] = ()  # empty: from metadata
+    score_threshold: float = 0.0  # below it the result's label is "uncertain" (still published)
+    num_threads: int = 1
+    queue_windows: int = 256  # bounded queue between this pipeline and the signer/committer
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    """SQLite outbox: path, byte cap and delivery mode (DESIGN §4)."""
+
+    path: str
+    max_bytes: int = 64 * 1024 * 1024
+    delivery: str = "aggregator"  # or "broker"
+    resend_after_s: float = 30.0
+    commit_batch: int = 256
+    inflight_max: int = 1000
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Broker connection and topic layout (DESIGN §5)."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"  # "5" or "3.1.1"
+    client_id: str | None = None  # default: device id
+    topic_prefix: str = "edge/v1"
+    keepalive_s: int = 30
+    max_packet_bytes: int = 128 * 1024
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Signed health records on ``<prefix>/<device>/telemetry``."""
+
+    interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The whole agent configuration, validated."""
+
+    source_file: str
+    device_id: str
+    key_uri: str
+    pipelines: tuple[PipelineConfig, ...]
+    outbox: OutboxConfig
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
+    log_level: str = "INFO"

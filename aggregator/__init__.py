@@ -1,0 +1,55 @@
+"""Verify, deduplicate, store and acknowledge signed records from the fleet (DESIGN §2, §4, §5).
+
+The verifier (``Verifier``) and the sequence rules (``DeviceBook``) are pure; ``Store`` (SQLite or
+PostgreSQL), ``MqttLink`` and ``AggregatorService`` are the I/O shells; ``edge-aggregator`` is the CLI.
+docs/aggregator.md describes reject reasons, the ack payload and scale-out.
+"""
+
+from aggregator.acks import AckBatcher, decode_ack, encode_ack
+from aggregator.config import AggregatorConfig, MqttSettings, StoreSettings, TrustSettings, load_config, parse_config
+from aggregator.errors import AggregatorError, BrokerError, ConfigError, Rejected, StoreError, TrustError
+from aggregator.sequence import Decision, DeviceBook
+from aggregator.service import AggregatorService, AggregatorStats
+from aggregator.store import BatchResult, RejectEvent, Store, open_store
+from aggregator.topics import TopicInfo, ack_topic, parse_topic, subscriptions
+from aggregator.trust import DeviceKey, TrustStore, check_device_chain, load_registry, load_trust_store
+from aggregator.verifier import GapInfo, Limits, VerifiedRecord, Verifier
+
+__all__ = [
+    "AckBatcher",
+    "AggregatorConfig",
+    "AggregatorError",
+    "AggregatorService",
+    "AggregatorStats",
+    "BatchResult",
+    "BrokerError",
+    "ConfigError",
+    "Decision",
+    "DeviceBook",
+    "DeviceKey",
+    "GapInfo",
+    "Limits",
+    "MqttSettings",
+    "RejectEvent",
+    "Rejected",
+    "Store",
+    "StoreError",
+    "StoreSettings",
+    "TopicInfo",
+    "TrustError",
+    "TrustSettings",
+    "TrustStore",
+    "VerifiedRecord",
+    "Verifier",
+    "ack_topic",
+    "check_device_chain",
+    "decode_ack",
+    "encode_ack",
+    "load_config",
+    "load_registry",
+    "load_trust_store",
+    "open_store",
+    "parse_config",
+    "parse_topic",
+    "subscriptions",
+]

@@ -1,0 +1,184 @@
+"""The aggregator's TOML config, validated once at start into frozen dataclasses.
+
+Unknown keys are errors; every problem names its key path and the file; validation does no I/O (paths are
+only resolved against the config file's directory). ``examples/aggregator.toml`` shows every key.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from aggregator.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Broker connection, session and topic layout."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"  # "5" or "3.1.1" (the demo's embedded amqtt broker)
+    client_id: str = "edge-aggregator"
+    topic_prefix: str = "edge/v1"
+    shared_group: str = ""  # non-empty: record topics via $share/<group>/..., for several workers
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600  # MQTT 5: how long the broker keeps our queue while we are away
+    receive_maximum: int = 1000  # MQTT 5: un-acknowledged deliveries the broker may have in flight to us
+    broker_ack: str = "after_commit"  # or "on_receive": when the QoS 1 PUBACK goes back to the broker
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where records go: a SQLite file path or a postgresql:// URL."""
+
+    url: str = "/var/lib/edge-aggregator/records.db"
+    schema: str | None = None  # PostgreSQL only: tables live in this schema (created if missing)
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Trust anchors: fleet CA certificate files, CRL files, registry files from edge-provision."""
+
+    ca_files: tuple[str, ...] = ()
+    crl_files: tuple[str, ...] = ()
+    registry_files: tuple[str, ...] = ()
+    reload_s: float = 60.0  # re-read CRLs and registries this often (0: never)
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """The whole aggregator configuration."""
+
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    max_record_bytes: int = 64 * 1024
+    max_skew_s: float = 300.0
+    queue_size: int = 20_000
+    batch_max: int = 1000
+    ack_interval_ms: int = 100
+    ack_refresh_s: float = 1.0  # re-read acks other workers advanced (shared subscription)
+    log_level: str = "INFO"
+    source_file: str = ""
+
+
+_TYPES: dict[str, Any] = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+def _section(cls: Any, data: Any, key: str, problems: list[tuple[str, str]], base: Path) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        problems.append((key, f"expected a table, got {type(data).__name__}"))
+        return {}
+    known = {f.name: f for f in fields(cls) if f.name != "source_file"}
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        path = f"{key}.{name}" if key else name
+        f = known.get(name)
+        if f is None:
+            problems.append((path, f"unknown key; expected one of {sorted(known)}"))
+            continue
+        typ = str(f.type)
+        if typ in ("MqttSettings", "StoreSettings", "TrustSettings"):
+            continue
+        if typ.startswith("tuple"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append((path, f"expected a list of strings, got {value!r:.60}"))
+                continue
+            value = tuple(str(base / v) for v in value)
+        else:
+            want = _TYPES[typ.split(" ", maxsplit=1)[0]]
+            if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+                problems.append((path, f"expected {typ}, got {type(value).__name__} {value!r:.60}"))
+                continue
+            if name.endswith(("_file",)) and isinstance(value, str):
+                value = str(base / value)
+        out[name] = value
+    return out
+
+
+def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorConfig:
+    """Validate a parsed TOML document; raises ``ConfigError`` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    base = Path(source).parent if source != "<config>" else Path(".")
+    top = dict(doc)
+    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust")}
+    agg = top.pop("aggregator", {})
+    for name in top:
+        problems.append((name, "unknown key; expected tables [aggregator], [mqtt], [store], [trust]"))
+    mqtt = MqttSettings(**_section(MqttSettings, sections["mqtt"], "mqtt", problems, base))
+    store_kw = _section(StoreSettings, sections["store"], "store", problems, base)
+    url = store_kw.get("url")
+    if isinstance(url, str) and not url.startswith(("postgresql://", "postgres://", ":memory:")):
+        store_kw["url"] = str(base / url.removeprefix("sqlite://").removeprefix("sqlite:"))
+    store = StoreSettings(**store_kw)
+    trust = TrustSettings(**_section(TrustSettings, sections["trust"], "trust", problems, base))
+    kw = _section(AggregatorConfig, agg, "aggregator", problems, base)
+    cfg = AggregatorConfig(mqtt=mqtt, store=store, trust=trust, source_file=source, **kw)
+    problems += check(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def check(cfg: AggregatorConfig) -> list[tuple[str, str]]:
+    """Cross-field checks after parsing."""
+    p: list[tuple[str, str]] = []
+    m = cfg.mqtt
+    if not m.url.startswith(("mqtt://", "mqtts://")):
+        p.append(("mqtt.url", f"expected mqtt://host:port or mqtts://host:port, got {m.url!r}"))
+    if m.protocol not in ("5", "3.1.1"):
+        p.append(("mqtt.protocol", f"expected \"5\" or \"3.1.1\", got {m.protocol!r}"))
+    if m.broker_ack not in ("after_commit", "on_receive"):
+        p.append(("mqtt.broker_ack", f"expected after_commit or on_receive, got {m.broker_ack!r}"))
+    if m.shared_group and not _NAME_RE.match(m.shared_group):
+        p.append(("mqtt.shared_group", f"expected 1-64 letters, digits, _ or -, got {m.shared_group!r}"))
+    if not m.client_id or len(m.client_id) > 128:
+        p.append(("mqtt.client_id", "expected a non-empty client id of at most 128 characters"))
+    if not m.topic_prefix or any(c in m.topic_prefix for c in "+#") or m.topic_prefix.endswith("/"):
+        p.append(("mqtt.topic_prefix", f"expected a topic prefix without wildcards or trailing /, got "
+                  f"{m.topic_prefix!r}"))
+    for name, lo, hi in (("keepalive_s", 5, 3600), ("receive_maximum", 1, 65535), ("session_expiry_s", 0, 2**32 - 1)):
+        if not lo <= getattr(m, name) <= hi:
+            p.append((f"mqtt.{name}", f"expected {lo}..{hi}, got {getattr(m, name)}"))
+    if bool(m.cert_file) != bool(m.key_file):
+        p.append(("mqtt.cert_file", "cert_file and key_file go together (mTLS client certificate)"))
+    if cfg.store.schema is not None and not _SCHEMA_RE.match(cfg.store.schema):
+        p.append(("store.schema", f"expected a lowercase SQL identifier, got {cfg.store.schema!r}"))
+    for name, lo, hi in (("max_record_bytes", 256, 16 * 2**20), ("queue_size", 10, 10**7), ("batch_max", 1, 100_000),
+                         ("ack_interval_ms", 1, 60_000)):
+        if not lo <= getattr(cfg, name) <= hi:
+            p.append((f"aggregator.{name}", f"expected {lo}..{hi}, got {getattr(cfg, name)}"))
+    if cfg.max_skew_s <= 0:
+        p.append(("aggregator.max_skew_s", f"expected a positive number of seconds, got {cfg.max_skew_s}"))
+    if cfg.ack_refresh_s <= 0:
+        p.append(("aggregator.ack_refresh_s", f"expected a positive number of seconds, got {cfg.ack_refresh_s}"))
+    if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        p.append(("aggregator.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}"))
+    return p
+
+
+def load_config(path: str | Path) -> AggregatorConfig:
+    """Read and validate a TOML config file."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(str(path), [("", f"cannot read: {e.strerror or e}")]) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), [("", f"not valid TOML: {e}")]) from e
+    return parse_config(doc, str(path))

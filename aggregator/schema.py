@@ -1,0 +1,87 @@
+"""Table layout of the record store, one DDL text for SQLite and PostgreSQL (types chosen to mean the same).
+
+records: primary key (device_id, seq), the record kept verbatim (``record``), decoded fields indexed.
+devices: the sequence state the durable ack is computed from, plus per-device counters.
+gaps: policy gaps announced by gap records. rejects: counts by (device, reason).
+device_keys: keys learned from birth records, so a restarted worker knows devices whose birth it missed.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+
+def ddl(blob: str) -> list[str]:
+    """CREATE statements; ``blob`` is the binary column type of the dialect (BLOB or BYTEA)."""
+    return [
+        """CREATE TABLE IF NOT EXISTS devices (
+            device_id TEXT PRIMARY KEY,
+            contiguous_seq BIGINT NOT NULL DEFAULT 0,
+            contiguous_epoch BIGINT NOT NULL DEFAULT 0,
+            max_seq BIGINT NOT NULL DEFAULT 0,
+            max_epoch BIGINT NOT NULL DEFAULT 0,
+            version BIGINT NOT NULL DEFAULT 0,
+            kid TEXT,
+            first_seen_ms BIGINT,
+            last_seen_ms BIGINT,
+            online SMALLINT,
+            status_ms BIGINT,
+            stored BIGINT NOT NULL DEFAULT 0,
+            duplicates BIGINT NOT NULL DEFAULT 0,
+            reorders BIGINT NOT NULL DEFAULT 0,
+            gaps_opened BIGINT NOT NULL DEFAULT 0,
+            gap_seqs BIGINT NOT NULL DEFAULT 0,
+            policy_gap_seqs BIGINT NOT NULL DEFAULT 0,
+            skew_flagged BIGINT NOT NULL DEFAULT 0
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS records (
+            device_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            iat BIGINT NOT NULL,
+            capture_ms BIGINT NOT NULL,
+            clock_state SMALLINT NOT NULL,
+            skew_flags SMALLINT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            kid {blob} NOT NULL,
+            model_sha256 {blob},
+            input_sha256 {blob},
+            record {blob} NOT NULL,
+            PRIMARY KEY (device_id, seq)
+        )""",
+        "CREATE INDEX IF NOT EXISTS records_received ON records (received_ms)",
+        "CREATE INDEX IF NOT EXISTS records_kind_stream ON records (kind, stream, capture_ms)",
+        """CREATE TABLE IF NOT EXISTS gaps (
+            device_id TEXT NOT NULL,
+            record_seq BIGINT NOT NULL,
+            first_seq BIGINT NOT NULL,
+            last_seq BIGINT NOT NULL,
+            count BIGINT NOT NULL,
+            bytes BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            PRIMARY KEY (device_id, record_seq)
+        )""",
+        """CREATE TABLE IF NOT EXISTS rejects (
+            device_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count BIGINT NOT NULL,
+            first_ms BIGINT NOT NULL,
+            last_ms BIGINT NOT NULL,
+            last_detail TEXT,
+            PRIMARY KEY (device_id, reason)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS device_keys (
+            kid TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            chain {blob} NOT NULL,
+            learned_ms BIGINT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS meta (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ]

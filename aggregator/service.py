@@ -1,0 +1,338 @@
+"""``AggregatorService``: broker → bounded queue → store thread (verify, commit, ack). Runs in-process too.
+
+The paho network thread only enqueues. One store thread owns the database connection: it takes whatever
+has queued up (up to ``batch_max``), verifies each record, commits the batch in one transaction (group
+commit), then PUBACKs the deliveries to the broker and, every ``ack_interval_ms``, publishes each device's
+durable ack. Nothing is acknowledged, to the broker or to the device, before the commit that made it
+durable. Counters are kept in memory for ``stats()`` (the demo, logs) and in the store for the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from aggregator.acks import AckBatcher, encode_ack
+from aggregator.config import AggregatorConfig
+from aggregator.errors import Rejected, StoreError, TrustError
+from aggregator.mqtt_link import Inbound, MqttLink
+from aggregator.store import BatchResult, RejectEvent, Store, open_store
+from aggregator.topics import OFFLINE_PAYLOAD, ack_topic, parse_topic, subscriptions
+from aggregator.trust import TrustStore, load_crl, load_registry, load_trust_store
+from aggregator.verifier import Limits, VerifiedRecord, Verifier
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class AggregatorStats:
+    """A snapshot of the in-memory counters since ``start()``."""
+
+    received: int = 0
+    verified: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    reorders: int = 0
+    gaps_opened: int = 0
+    gap_seqs: int = 0
+    policy_gap_seqs: int = 0
+    skew_flagged: int = 0
+    offline_events: int = 0
+    acks_published: int = 0
+    batches: int = 0
+    store_errors: int = 0
+    queue_depth: int = 0
+    devices: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["rejected_total"] = self.rejected_total
+        return d
+
+
+class AggregatorService:
+    """One aggregator worker: ``start()``, ``stats()``, ``stop()``. ``edge-aggregator run`` wraps it."""
+
+    def __init__(self, config: AggregatorConfig, *, trust: TrustStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._trust_given = trust
+        self.trust = trust or TrustStore()
+        self.verifier = Verifier(self.trust, config.mqtt.topic_prefix,
+                                 Limits(config.max_record_bytes, int(config.max_skew_s * 1000)))
+        self._queue: queue.Queue[Any] = queue.Queue(config.queue_size)
+        self._acks = AckBatcher(config.ack_interval_ms)
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
+        self._devices: set[str] = set()
+        self._touched: dict[str, float] = {}
+        self._accepting = False
+        self._thread: threading.Thread | None = None
+        self._store: Store | None = None
+        self._link: MqttLink | None = None
+        self._failure: BaseException | None = None
+        self.heartbeat = time.monotonic()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Open the store, load trust, connect and subscribe. Raises an ``AggregatorError`` on failure."""
+        cfg = self.config
+        if self._trust_given is None and (cfg.trust.ca_files or cfg.trust.registry_files):
+            self.trust = load_trust_store(cfg.trust.ca_files, cfg.trust.crl_files, cfg.trust.registry_files)
+            self.verifier.trust = self.trust
+        self._store = open_store(cfg.store.url, schema=cfg.store.schema)
+        self._restore_keys(self._store)
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="aggregator-store", daemon=True)
+        self._thread.start()
+        subs = subscriptions(cfg.mqtt.topic_prefix, cfg.mqtt.shared_group or None)
+        self._link = MqttLink(cfg.mqtt, subs, self._enqueue, self._clock)
+        try:
+            self._link.start(timeout)
+        except Exception:
+            self._accepting = False
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._store.close()
+            raise
+        log.info("aggregator started: store %s, %d subscriptions, group %r", self._store.where, len(subs),
+                 cfg.mqtt.shared_group or None)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop taking deliveries, commit and acknowledge what is queued, disconnect. Idempotent."""
+        if self._thread is None:
+            return
+        self._accepting = False
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("store thread did not finish within %.0fs; un-acknowledged deliveries will be redelivered",
+                      timeout)
+        if self._link is not None:
+            self._link.stop()
+        if self._store is not None:
+            self._store.close()
+        self._thread = None
+        log.info("aggregator stopped: %s", self.stats().as_dict())
+
+    def __enter__(self) -> AggregatorService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def alive(self) -> bool:
+        """True while the store thread runs (the CLI's watchdog pings only then)."""
+        return self._thread is not None and self._thread.is_alive() and self._failure is None
+
+    def stats(self) -> AggregatorStats:
+        """Counters since start (in memory; ``edge-aggregator stats`` reads the durable ones)."""
+        with self._lock:
+            c = dict(self._counts)
+            rejected = dict(self._rejected)
+            devices = len(self._devices)
+        return AggregatorStats(rejected=rejected, queue_depth=self._queue.qsize(), devices=devices,
+                               **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
+                                  if k not in ("rejected", "queue_depth", "devices")})
+
+    # ---- network thread ------------------------------------------------------------------------------------
+
+    def _enqueue(self, item: Inbound) -> None:
+        if not self._accepting:
+            return  # not acknowledged: the broker redelivers it to our session next time
+        if self.config.mqtt.broker_ack == "on_receive" and self._link is not None:
+            self._link.ack(item.mid, item.qos)
+        self._queue.put(item)  # blocks when full: back-pressure on the broker connection
+
+    # ---- store thread --------------------------------------------------------------------------------------
+
+    def _restore_keys(self, store: Store) -> None:
+        now = datetime.now(timezone.utc)
+        for device_id, kid, chain in store.learned_keys():
+            try:
+                self.trust.add(self.trust.learn_chain(device_id, chain, kid, now))
+            except Rejected as e:
+                log.warning("not restoring the key of %s learned earlier: %s (%s)", device_id, e, e.reason)
+
+    def _run(self) -> None:
+        assert self._store is not None
+        refresh_at = time.monotonic()
+        reload_at = refresh_at + self.config.trust.reload_s
+        stopping = False
+        try:
+            while True:
+                self.heartbeat = time.monotonic()
+                batch, stopping = self._take(stopping)
+                if batch:
+                    self._process(batch)
+                now = time.monotonic()
+                if self.config.mqtt.shared_group and now >= refresh_at:
+                    self._refresh_acks(now)
+                    refresh_at = now + self.config.ack_refresh_s
+                if self.config.trust.reload_s and now >= reload_at:
+                    self._reload_trust()
+                    reload_at = now + self.config.trust.reload_s
+                self._publish_acks(final=stopping and self._queue.empty())
+                if stopping and self._queue.empty():
+                    return
+        except BaseException as e:  # a bug: record it so the watchdog and the CLI notice
+            self._failure = e
+            log.exception("store thread failed")
+
+    def _take(self, stopping: bool) -> tuple[list[Inbound], bool]:
+        due = self._acks.next_due_ms()
+        wait = 0.05 if due is None else max(0.0, (due - self._now_ms()) / 1000)
+        batch: list[Inbound] = []
+        try:
+            item = self._queue.get(timeout=wait) if not stopping else self._queue.get_nowait()
+        except queue.Empty:
+            return batch, stopping
+        while True:
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.append(item)
+            if len(batch) >= self.config.batch_max:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return batch, stopping
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _process(self, batch: list[Inbound]) -> None:
+        verified: list[VerifiedRecord] = []
+        rejects: list[RejectEvent] = []
+        offline: list[tuple[str, int]] = []
+        for item in batch:
+            try:
+                if item.payload == OFFLINE_PAYLOAD and item.topic.endswith("/status"):
+                    info = parse_topic(item.topic, self.config.mqtt.topic_prefix)
+                    offline.append((info.device_id, item.received_ms))
+                    continue
+                verified.append(self.verifier.verify(item.topic, item.payload, item.received_ms))
+            except Rejected as e:
+                rejects.append(RejectEvent(e.device_id, e.reason, item.received_ms, str(e)))
+                log.debug("rejected %s on %s: %s", e.reason, item.topic[:120], e)
+            except Exception as e:  # never let one record stop the loop
+                log.exception("unexpected error verifying a record on %s", item.topic[:120])
+                rejects.append(RejectEvent("", "internal_error", item.received_ms, repr(e)[:200]))
+        result = self._commit(verified, rejects, offline)
+        if result is None:
+            return  # stopping while the store is down: nothing acked, the broker redelivers
+        assert self._link is not None
+        if self.config.mqtt.broker_ack == "after_commit":
+            for item in batch:
+                self._link.ack(item.mid, item.qos)
+        for device_id, (seq, epoch) in result.acks.items():
+            self._acks.note(device_id, seq, epoch, force=device_id in result.force_ack)
+        now = time.monotonic()
+        with self._lock:
+            c = self._counts
+            c["received"] += len(batch)
+            c["verified"] += len(verified)
+            c["batches"] += 1
+            c["offline_events"] += len(offline)
+            for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
+                         "skew_flagged"):
+                c[name] += getattr(result, name)
+            self._rejected.update(result.rejected)
+            for vr in verified:
+                self._devices.add(vr.device_id)
+                self._touched[vr.device_id] = now
+        for reason in ("epoch_regression",):
+            if result.rejected.get(reason):
+                log.debug("%d record(s) rejected by the store: %s", result.rejected[reason], reason)
+
+    def _commit(self, verified: list[VerifiedRecord], rejects: list[RejectEvent],
+                offline: list[tuple[str, int]]) -> BatchResult | None:
+        assert self._store is not None
+        delay = 0.1
+        while True:
+            try:
+                return self._store.commit_batch(verified, rejects, offline)
+            except StoreError as e:
+                with self._lock:
+                    self._counts["store_errors"] += 1
+                log.error("%s; retrying in %.1fs", e, delay)
+                if not self._accepting and self._thread is not None and delay > 5:
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                self._reconnect_store()
+
+    def _reconnect_store(self) -> None:
+        try:
+            assert self._store is not None
+            if self._store.dialect == "postgresql":
+                self._store.close()
+                self._store = open_store(self.config.store.url, schema=self.config.store.schema)
+        except StoreError as e:
+            log.error("store still unavailable: %s", e)
+
+    def _publish_acks(self, *, final: bool = False) -> None:
+        now_ms = self._now_ms()
+        due = self._acks.flush(now_ms) if final else self._acks.due(now_ms)
+        if not due:
+            return
+        assert self._link is not None
+        infos = []
+        for device_id, seq, epoch in due:
+            infos.append(self._link.publish(ack_topic(self.config.mqtt.topic_prefix, device_id),
+                                            encode_ack(seq, epoch)))
+        with self._lock:
+            self._counts["acks_published"] += len(due)
+        if final:
+            for info in infos:
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):
+                    log.warning("final ack not confirmed by the broker before shutdown")
+
+    def _refresh_acks(self, now: float) -> None:
+        """Shared subscription: another worker may have advanced a device; ack what the store now holds."""
+        assert self._store is not None
+        recent = [d for d, t in self._touched.items() if now - t < 30.0]
+        if not recent:
+            return
+        try:
+            for device_id, (seq, epoch) in self._store.acks_for(recent).items():
+                self._acks.note(device_id, seq, epoch)
+        except Exception as e:
+            log.warning("cannot refresh acks from the store: %s", e)
+            self._reconnect_store()
+
+    def _reload_trust(self) -> None:
+        cfg = self.config.trust
+        if self._trust_given is not None:
+            return
+        try:
+            self.trust.set_crls([load_crl(f) for f in cfg.crl_files])
+            now = datetime.now(timezone.utc)
+            for f in cfg.registry_files:
+                for key in load_registry(f, self.trust.cas, now):
+                    self.trust.add(key)
+        except TrustError as e:
+            log.error("trust reload failed, keeping the previous CRLs and registry: %s", e)

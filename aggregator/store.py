@@ -1,0 +1,397 @@
+"""The record store: SQLite (a file path, the default) or PostgreSQL (a ``postgresql://`` URL, psycopg 3).
+
+One connection, owned by one thread (the service's store thread). ``commit_batch`` applies a batch of
+verified records in one transaction: lock the devices' rows, plan with the pure sequence rules, insert
+idempotently on (device, seq), record gaps and rejects, advance the contiguous point, commit. Only what
+this returns after the commit may be acknowledged. Several workers may share one PostgreSQL: device rows
+are locked in sorted order, so concurrent batches for one device serialise and each seq is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from aggregator.errors import StoreError
+from aggregator.schema import SCHEMA_VERSION, ddl
+from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
+from aggregator.verifier import SKEW_FUTURE, SKEW_PAST, VerifiedRecord
+from envelope import labels
+
+log = logging.getLogger(__name__)
+
+_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms"
+_RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
+                "kid, model_sha256, input_sha256, record")
+_DETAIL_MAX = 300
+
+
+@dataclass(frozen=True)
+class RejectEvent:
+    """One refused record, to be counted under (device, reason)."""
+
+    device_id: str
+    reason: str
+    received_ms: int
+    detail: str = ""
+
+
+@dataclass
+class _Delta:
+    stored: int = 0
+    duplicates: int = 0
+    reorders: int = 0
+    gaps_opened: int = 0
+    gap_seqs: int = 0
+    policy_gap_seqs: int = 0
+    skew_flagged: int = 0
+    last_seen_ms: int = 0
+    kid: str | None = None
+    online: int | None = None
+    status_ms: int | None = None
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch did; ``acks`` holds (contiguous seq, its epoch) per device to acknowledge."""
+
+    stored: int = 0
+    duplicates: int = 0
+    reorders: int = 0
+    gaps_opened: int = 0
+    gap_seqs: int = 0
+    policy_gap_seqs: int = 0
+    skew_flagged: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    acks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    force_ack: set[str] = field(default_factory=set)  # duplicates seen: re-send the ack even if unchanged
+
+
+class Store:
+    """A SQLite or PostgreSQL record store. Create with ``open_store``."""
+
+    def __init__(self, conn: Any, dialect: str, where: str) -> None:
+        self._conn = conn
+        self.dialect = dialect
+        self.where = where
+        self._books: dict[str, tuple[int, DeviceBook]] = {}
+        self._versions: dict[str, int] = {}
+        self._create_schema()
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur = self._conn.cursor()
+        cur.execute(self._q(sql), params)
+        return cur
+
+    def _begin(self) -> None:
+        if self.dialect == "sqlite":
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self._conn.commit() if self.dialect == "postgresql" else self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        try:
+            if self.dialect == "postgresql":
+                self._conn.rollback()
+            elif self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except Exception:  # the connection may be gone; the next call reports that
+            log.debug("rollback failed", exc_info=True)
+
+    def _create_schema(self) -> None:
+        blob = "BYTEA" if self.dialect == "postgresql" else "BLOB"
+        try:
+            self._begin()
+            for stmt in ddl(blob):
+                self._exec(stmt)
+            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO NOTHING",
+                       (str(SCHEMA_VERSION),))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: cannot create the schema: {e}") from e
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:
+            log.debug("close failed", exc_info=True)
+
+    # ---- the write path ------------------------------------------------------------------------------
+
+    def commit_batch(self, items: Sequence[VerifiedRecord], rejects: Sequence[RejectEvent] = (),
+                     offline: Sequence[tuple[str, int]] = ()) -> BatchResult:
+        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure."""
+        result = BatchResult()
+        devices = sorted({vr.device_id for vr in items} | {d for d, _ in offline})
+        all_rejects = list(rejects)
+        try:
+            self._begin()
+            books, deltas = self._lock_devices(devices)
+            candidates = []
+            for vr in items:
+                book, delta = books[vr.device_id], deltas[vr.device_id]
+                decision = book.admit(vr.seq, vr.epoch)
+                if decision.verdict == EPOCH_REGRESSION:
+                    all_rejects.append(RejectEvent(vr.device_id, "epoch_regression", vr.received_ms, decision.detail))
+                elif decision.verdict == DUPLICATE:
+                    delta.duplicates += 1
+                    result.force_ack.add(vr.device_id)
+                else:
+                    candidates.append((vr, decision))
+            inserted = self._insert_records([vr for vr, _ in candidates])
+            for (vr, decision), new in zip(candidates, inserted, strict=True):
+                book, delta = books[vr.device_id], deltas[vr.device_id]
+                delta.last_seen_ms = max(delta.last_seen_ms, vr.received_ms)
+                if not new:
+                    book.duplicate(vr.seq)
+                    delta.duplicates += 1
+                    result.force_ack.add(vr.device_id)
+                    continue
+                book.stored(vr.seq, vr.epoch)
+                delta.stored += 1
+                delta.kid = vr.record.kid.hex()
+                delta.reorders += decision.reorder
+                if decision.gap_opened:
+                    delta.gaps_opened += 1
+                    delta.gap_seqs += decision.gap_opened
+                if vr.skew_flags & (SKEW_FUTURE | SKEW_PAST):
+                    delta.skew_flagged += 1
+                if vr.record.kind == labels.KIND_STATUS and (delta.status_ms or 0) <= vr.received_ms:
+                    delta.online, delta.status_ms = 1, vr.received_ms
+                if vr.gap is not None:
+                    g = vr.gap
+                    self._exec("INSERT INTO gaps (device_id, record_seq, first_seq, last_seq, count, bytes, reason, "
+                               "epoch, received_ms) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                               (vr.device_id, vr.seq, g.first, g.last, g.count, g.bytes, g.reason[:100], vr.epoch,
+                                vr.received_ms))
+                    book.cover(g.first, g.last, vr.epoch)
+                    delta.policy_gap_seqs += g.count
+                if vr.learned:
+                    self._save_key(vr)
+            for device_id, ms in offline:
+                delta = deltas[device_id]
+                if (delta.status_ms or 0) <= ms:
+                    delta.online, delta.status_ms = 0, ms
+            for device_id in devices:
+                book, delta = books[device_id], deltas[device_id]
+                if book.advance():
+                    result.acks[device_id] = (book.contiguous, book.contiguous_epoch)
+                self._update_device(device_id, book, delta)
+                for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
+                             "skew_flagged"):
+                    setattr(result, name, getattr(result, name) + getattr(delta, name))
+            self._count_rejects(all_rejects)
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            for device_id in devices:
+                self._books.pop(device_id, None)
+            raise StoreError(f"{self.where}: batch of {len(items)} records not committed: {e}") from e
+        for device_id in devices:
+            self._books[device_id] = (self._versions[device_id] + 1, books[device_id])
+        for d in result.force_ack:
+            if d not in result.acks:
+                result.acks[d] = (books[d].contiguous, books[d].contiguous_epoch)
+        result.rejected.update(r.reason for r in all_rejects)
+        return result
+
+    def _lock_devices(self, devices: Sequence[str]) -> tuple[dict[str, DeviceBook], dict[str, _Delta]]:
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        books: dict[str, DeviceBook] = {}
+        deltas: dict[str, _Delta] = {}
+        self._versions = {}
+        for device_id in devices:
+            sql = f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = ?{lock}"  # noqa: S608 - constants only
+            row = self._exec(sql, (device_id,)).fetchone()
+            if row is None:
+                self._exec("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT DO NOTHING", (device_id,))
+                row = self._exec(sql, (device_id,)).fetchone()
+            c, ce, m, me, version, last_seen = row
+            self._versions[device_id] = version
+            cached = self._books.get(device_id)
+            if cached is not None and cached[0] == version:
+                books[device_id] = cached[1]
+            else:
+                books[device_id] = self._load_book(device_id, c, ce, m, me)
+            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0)
+        return books, deltas
+
+    def _load_book(self, device_id: str, c: int, ce: int, m: int, me: int) -> DeviceBook:
+        stored = dict(self._exec("SELECT seq, epoch FROM records WHERE device_id = ? AND seq > ?",
+                                 (device_id, c)).fetchall())
+        policy = [tuple(r) for r in self._exec("SELECT first_seq, last_seq, epoch FROM gaps WHERE device_id = ? "
+                                               "AND last_seq > ? ORDER BY first_seq", (device_id, c)).fetchall()]
+        return DeviceBook(c, ce, m, me, stored, policy)
+
+    def _insert_records(self, items: Sequence[VerifiedRecord]) -> list[bool]:
+        if not items:
+            return []
+        sql = self._q(f"INSERT INTO records ({_RECORD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
+                      "ON CONFLICT DO NOTHING")
+        rows = [(vr.device_id, vr.seq, vr.epoch, vr.record.kind, vr.record.stream, vr.record.iat,
+                 vr.record.capture_ms, vr.record.clock_state, vr.skew_flags, vr.received_ms, vr.record.kid,
+                 vr.record.model_sha256, vr.record.input_sha256, vr.record.raw) for vr in items]
+        cur = self._conn.cursor()
+        if self.dialect == "sqlite":
+            out = []
+            for row in rows:
+                cur.execute(sql, row)
+                out.append(cur.rowcount == 1)
+            return out
+        cur.executemany(sql + " RETURNING seq", rows, returning=True)
+        out = []
+        while True:
+            out.append(cur.fetchone() is not None)
+            if not cur.nextset():
+                break
+        return out
+
+    def _update_device(self, device_id: str, book: DeviceBook, d: _Delta) -> None:
+        self._exec(
+            "UPDATE devices SET contiguous_seq = ?, contiguous_epoch = ?, max_seq = ?, max_epoch = ?, "
+            "version = version + 1, kid = COALESCE(?, kid), first_seen_ms = COALESCE(first_seen_ms, ?), "
+            "last_seen_ms = ?, online = COALESCE(?, online), status_ms = COALESCE(?, status_ms), "
+            "stored = stored + ?, duplicates = duplicates + ?, reorders = reorders + ?, "
+            "gaps_opened = gaps_opened + ?, gap_seqs = gap_seqs + ?, policy_gap_seqs = policy_gap_seqs + ?, "
+            "skew_flagged = skew_flagged + ? WHERE device_id = ?",
+            (book.contiguous, book.contiguous_epoch, book.max_seq, book.max_epoch, d.kid,
+             d.last_seen_ms or d.status_ms, d.last_seen_ms or d.status_ms, d.online, d.status_ms, d.stored,
+             d.duplicates, d.reorders, d.gaps_opened, d.gap_seqs, d.policy_gap_seqs, d.skew_flagged, device_id))
+
+    def _count_rejects(self, rejects: Iterable[RejectEvent]) -> None:
+        agg: dict[tuple[str, str], list[Any]] = {}
+        for r in rejects:
+            entry = agg.setdefault((r.device_id, r.reason), [0, r.received_ms, r.received_ms, ""])
+            entry[0] += 1
+            entry[1] = min(entry[1], r.received_ms)
+            entry[2] = max(entry[2], r.received_ms)
+            entry[3] = r.detail[:_DETAIL_MAX]
+        for (device_id, reason), (n, first, last, detail) in sorted(agg.items()):
+            self._exec("INSERT INTO rejects AS r (device_id, reason, count, first_ms, last_ms, last_detail) "
+                       "VALUES (?,?,?,?,?,?) ON CONFLICT (device_id, reason) DO UPDATE SET "
+                       "count = r.count + excluded.count, last_ms = excluded.last_ms, "
+                       "last_detail = excluded.last_detail", (device_id, reason, n, first, last, detail))
+
+    def _save_key(self, vr: VerifiedRecord) -> None:
+        chain = cbor2.dumps(list(vr.record.x5chain))
+        self._exec("INSERT INTO device_keys (kid, device_id, chain, learned_ms) VALUES (?,?,?,?) "
+                   "ON CONFLICT (kid) DO UPDATE SET device_id = excluded.device_id, chain = excluded.chain, "
+                   "learned_ms = excluded.learned_ms", (vr.record.kid.hex(), vr.device_id, chain, vr.received_ms))
+
+    def count_rejects(self, rejects: Sequence[RejectEvent]) -> None:
+        """Count rejects on their own (when a batch holds nothing else)."""
+        if rejects:
+            self.commit_batch((), rejects)
+
+    # ---- the read path -------------------------------------------------------------------------------
+
+    def learned_keys(self) -> list[tuple[str, bytes, list[bytes]]]:
+        """(device, kid, x5chain) of every key learned from a birth record, for a restarted worker."""
+        rows = self._exec("SELECT device_id, kid, chain FROM device_keys").fetchall()
+        self._end_read()
+        return [(d, bytes.fromhex(k), list(cbor2.loads(bytes(c)))) for d, k, c in rows]
+
+    def acks_for(self, devices: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Current (contiguous seq, epoch) of ``devices`` as committed by any worker."""
+        out = {}
+        for d in devices:
+            row = self._exec("SELECT contiguous_seq, contiguous_epoch FROM devices WHERE device_id = ?",
+                             (d,)).fetchone()
+            if row is not None:
+                out[d] = (int(row[0]), int(row[1]))
+        self._end_read()
+        return out
+
+    def _end_read(self) -> None:
+        if self.dialect == "postgresql":
+            self._conn.rollback()  # end the implicit read transaction so we see other workers' commits
+
+    def device_stats(self) -> list[dict[str, Any]]:
+        """Per device: sequence state, counters, missing seqs, rejects by reason."""
+        cols = ("device_id, contiguous_seq, contiguous_epoch, max_seq, max_epoch, kid, first_seen_ms, last_seen_ms, "
+                "online, status_ms, stored, duplicates, reorders, gaps_opened, gap_seqs, policy_gap_seqs, skew_flagged")
+        names = [c.strip() for c in cols.split(",")]
+        devices = [dict(zip(names, row, strict=True)) for row in
+                   self._exec(f"SELECT {cols} FROM devices ORDER BY device_id").fetchall()]  # noqa: S608
+        rejects: dict[str, dict[str, int]] = {}
+        for device_id, reason, count in self._exec("SELECT device_id, reason, count FROM rejects").fetchall():
+            rejects.setdefault(device_id, {})[reason] = int(count)
+        for dev in devices:
+            book = self._load_book(dev["device_id"], dev["contiguous_seq"], dev["contiguous_epoch"], dev["max_seq"],
+                                   dev["max_epoch"])
+            dev["missing"] = book.missing()
+            dev["rejects"] = rejects.pop(dev["device_id"], {})
+        for device_id, by_reason in sorted(rejects.items()):
+            devices.append({"device_id": device_id, "rejects": by_reason, "unknown_device": True})
+        self._end_read()
+        return devices
+
+    def export(self, since_ms: int = 0, device_id: str | None = None, kind: str | None = None,
+               limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Stored records received at or after ``since_ms``, oldest first, with the verbatim record bytes."""
+        sql = f"SELECT {_RECORD_COLS} FROM records WHERE received_ms >= ?"  # noqa: S608 - values are bound
+        params: list[Any] = [since_ms]
+        if device_id:
+            sql += " AND device_id = ?"
+            params.append(device_id)
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        sql += " ORDER BY received_ms, device_id, seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        names = [c.strip() for c in _RECORD_COLS.split(",")]
+        cur = (self._conn.cursor(name="edge_export") if self.dialect == "postgresql" else self._conn.cursor())
+        cur.execute(self._q(sql), params)
+        try:
+            for row in cur:
+                yield {n: (bytes(v) if isinstance(v, (memoryview, bytearray)) else v)
+                       for n, v in zip(names, row, strict=True)}
+        finally:
+            cur.close()
+            self._end_read()
+
+
+def open_store(url: str, *, schema: str | None = None) -> Store:
+    """Open (and create if needed) the store named by ``url``: a file path / ``sqlite:`` URL or PostgreSQL."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
+        except ImportError as e:
+            raise StoreError("a postgresql:// store needs psycopg 3: pip install 'depin-edge-agent[postgres]'") from e
+        safe = url.rsplit("@", maxsplit=1)[-1]
+        try:
+            conn = psycopg.connect(url, autocommit=False)
+            if schema:
+                with conn.cursor() as cur:
+                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    cur.execute(f'SET search_path TO "{schema}"')
+                conn.commit()
+        except psycopg.Error as e:
+            raise StoreError(f"cannot open PostgreSQL store {safe}: {e}") from e
+        return Store(conn, "postgresql", f"postgresql://{safe}" + (f" schema {schema}" if schema else ""))
+    path = url.removeprefix("sqlite://").removeprefix("sqlite:")
+    try:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        sconn.execute("PRAGMA journal_mode=WAL")
+        sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        sconn.execute("PRAGMA busy_timeout=10000")
+    except (sqlite3.Error, OSError) as e:
+        raise StoreError(f"cannot open SQLite store {path}: {e}") from e
+    return Store(sconn, "sqlite", path)

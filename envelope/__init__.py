@@ -1,0 +1,45 @@
+"""The signed-record profile shared by agent, aggregator and provisioning (DESIGN §3, docs/envelope.md).
+
+Pure: depends only on cbor2 and cryptography. ``seal`` builds a record given a ``Signer``; ``open_record``
+parses received bytes; ``Record.verify`` checks the signature over those exact bytes.
+"""
+
+from envelope import labels
+from envelope.errors import EnvelopeError, InvalidSignature, MalformedRecord, UnsupportedAlgorithm
+from envelope.record import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Record,
+    RecordHeader,
+    Sign1,
+    decode_sign1,
+    encode_payload,
+    open_record,
+    seal,
+    sha256,
+    sig_structure,
+    verify_signature,
+)
+from envelope.signer import PublicKey, Signer, kid_for, spki_der
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "EnvelopeError",
+    "InvalidSignature",
+    "MalformedRecord",
+    "PublicKey",
+    "Record",
+    "RecordHeader",
+    "Sign1",
+    "Signer",
+    "UnsupportedAlgorithm",
+    "decode_sign1",
+    "encode_payload",
+    "kid_for",
+    "labels",
+    "open_record",
+    "seal",
+    "sha256",
+    "sig_structure",
+    "spki_der",
+    "verify_signature",
+]

@@ -1,0 +1,32 @@
+"""Errors of the envelope package: one root, split by what went wrong with the bytes we were given."""
+
+from __future__ import annotations
+
+
+class EnvelopeError(Exception):
+    """Root of every envelope error. ``reason`` is a short stable code for counters and reject tables."""
+
+    reason = "envelope"
+
+
+class MalformedRecord(EnvelopeError):
+    """The bytes are not a COSE_Sign1 record of this profile (not CBOR, wrong shape, missing header)."""
+
+    reason = "malformed"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class UnsupportedAlgorithm(EnvelopeError):
+    """The record names an algorithm outside the allow-list, or one that does not fit the key."""
+
+    reason = "bad_alg"
+
+
+class InvalidSignature(EnvelopeError):
+    """The signature does not verify under the given public key. Deliberately says nothing more."""
+
+    reason = "bad_signature"

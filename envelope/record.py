@@ -1,0 +1,286 @@
+"""Seal and open COSE_Sign1 records of the depin-edge profile (DESIGN §3, docs/envelope.md).
+
+Pure: no clock, no I/O. The caller passes the header values (time, epoch, seq) and a ``Signer``. Opening
+parses the received bytes and keeps the protected header and payload exactly as received, so the signature
+is always checked over those bytes, never over a re-serialisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from envelope import cbor_det
+from envelope import labels as L
+from envelope.errors import InvalidSignature, MalformedRecord, UnsupportedAlgorithm
+from envelope.signer import PublicKey, Signer
+
+DEFAULT_MAX_RECORD_BYTES = 64 * 1024
+_SIG1_CONTEXT = cbor_det.dumps("Signature1")
+_EMPTY_BSTR = b"\x40"
+_TAG18_ARRAY4 = b"\xd2\x84"
+_EMPTY_MAP = b"\xa0"
+
+
+@dataclass(frozen=True)
+class RecordHeader:
+    """Everything the protected header of one record says. ``kind`` selects the content type."""
+
+    kind: str
+    device_id: str
+    stream: str
+    epoch: int
+    seq: int
+    iat: int
+    capture_ms: int
+    clock_state: int = L.CLOCK_UNSYNCED
+    model_sha256: bytes | None = None
+    input_sha256: bytes | None = None
+    x5chain: tuple[bytes, ...] = ()
+
+    def protected_map(self, alg: int, kid: bytes) -> dict[int, Any]:
+        """The protected header map for this record, signed by a key with ``alg`` and ``kid``."""
+        if self.kind not in L.CONTENT_TYPES:
+            raise ValueError(f"unknown record kind {self.kind!r}; expected one of {sorted(L.CONTENT_TYPES)}")
+        hdr: dict[int, Any] = {
+            L.ALG: alg,
+            L.CONTENT_TYPE: L.CONTENT_TYPES[self.kind],
+            L.KID: kid,
+            L.CWT_CLAIMS: {L.CLAIM_SUB: self.device_id, L.CLAIM_IAT: self.iat},
+            L.EPOCH: self.epoch,
+            L.SEQ: self.seq,
+            L.CAPTURE: [self.capture_ms, self.clock_state],
+            L.STREAM: self.stream,
+        }
+        if self.model_sha256 is not None:
+            hdr[L.MODEL_DIGEST] = [L.HASH_SHA256, self.model_sha256]
+        if self.input_sha256 is not None:
+            hdr[L.INPUT_DIGEST] = [L.HASH_SHA256, self.input_sha256]
+        if self.x5chain:
+            hdr[L.X5CHAIN] = self.x5chain[0] if len(self.x5chain) == 1 else list(self.x5chain)
+        return hdr
+
+
+def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    """The RFC 9052 Sig_structure for COSE_Sign1 (the profile uses an empty external AAD)."""
+    aad = cbor_det.bstr(external_aad) if external_aad else _EMPTY_BSTR
+    return b"\x84" + _SIG1_CONTEXT + cbor_det.bstr(protected) + aad + cbor_det.bstr(payload)
+
+
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """Deterministic CBOR encoding of a payload map."""
+    return cbor_det.dumps(payload)
+
+
+def seal(signer: Signer, header: RecordHeader, payload: dict[str, Any] | bytes) -> bytes:
+    """Build and sign one tagged COSE_Sign1 record; returns its bytes."""
+    payload_bytes = payload if isinstance(payload, bytes) else encode_payload(payload)
+    protected = cbor_det.dumps(header.protected_map(signer.alg, signer.kid))
+    signature = signer.sign(sig_structure(protected, payload_bytes))
+    return (
+        _TAG18_ARRAY4
+        + cbor_det.bstr(protected)
+        + _EMPTY_MAP
+        + cbor_det.bstr(payload_bytes)
+        + cbor_det.bstr(signature)
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    """A parsed, not yet verified record. ``protected_bytes`` and ``payload_bytes`` are as received."""
+
+    raw: bytes
+    protected_bytes: bytes
+    payload_bytes: bytes
+    signature: bytes
+    alg: int
+    kid: bytes
+    kind: str
+    device_id: str
+    iat: int
+    epoch: int
+    seq: int
+    capture_ms: int
+    clock_state: int
+    stream: str
+    model_sha256: bytes | None = None
+    input_sha256: bytes | None = None
+    x5chain: tuple[bytes, ...] = field(default=())
+
+    def payload(self) -> Any:
+        """Decode the payload CBOR (only meaningful after verification)."""
+        try:
+            return cbor2.loads(self.payload_bytes)
+        except Exception as e:  # cbor2 raises several types on garbage
+            raise MalformedRecord(f"payload is not CBOR: {e}", reason="bad_payload") from e
+
+    def verify(self, public_key: PublicKey) -> None:
+        """Check the signature over the received bytes with ``public_key``; raises on any mismatch."""
+        verify_signature(self.alg, public_key, sig_structure(self.protected_bytes, self.payload_bytes),
+                         self.signature)
+
+
+def verify_signature(alg: int, public_key: PublicKey, data: bytes, signature: bytes) -> None:
+    """Verify a COSE-form signature; raises ``InvalidSignature`` or ``UnsupportedAlgorithm``."""
+    if alg in L.P256_ALGS:
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+            raise UnsupportedAlgorithm(f"algorithm {alg} needs a P-256 key, the key for this kid is not one")
+        if len(signature) != 64:
+            raise InvalidSignature("signature verification failed")
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        try:
+            public_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        except _CryptoInvalidSignature as e:
+            raise InvalidSignature("signature verification failed") from e
+    elif alg == L.ALG_ED25519:
+        if not isinstance(public_key, ed25519.Ed25519PublicKey):
+            raise UnsupportedAlgorithm(f"algorithm {alg} needs an Ed25519 key, the key for this kid is not one")
+        try:
+            public_key.verify(signature, data)
+        except _CryptoInvalidSignature as e:
+            raise InvalidSignature("signature verification failed") from e
+    else:
+        raise UnsupportedAlgorithm(f"algorithm {alg!r} is not accepted; expected one of {sorted(L.ACCEPTED_ALGS)}")
+
+
+def _digest(value: Any, name: str) -> bytes | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or value[0] != L.HASH_SHA256
+        or not isinstance(value[1], bytes)
+        or len(value[1]) != 32
+    ):
+        raise MalformedRecord(f"{name} must be [-16, 32-byte sha256], got {value!r:.80}")
+    return value[1]
+
+
+def _require(hdr: dict[Any, Any], label: int, typ: type | tuple[type, ...], name: str) -> Any:
+    value = hdr.get(label)
+    if value is None:
+        raise MalformedRecord(f"protected header lacks {name} (label {label})")
+    if not isinstance(value, typ) or isinstance(value, bool):
+        raise MalformedRecord(f"protected header {name} (label {label}) has the wrong type: {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class Sign1:
+    """The four parts of a tagged COSE_Sign1 as received (generic COSE layer, no profile rules)."""
+
+    protected: bytes
+    unprotected: dict[Any, Any]
+    payload: bytes
+    signature: bytes
+
+    def protected_map(self) -> dict[Any, Any]:
+        """The decoded protected header; an empty byte string is the empty map (RFC 9052 §3)."""
+        if not self.protected:
+            return {}
+        try:
+            hdr = cbor2.loads(self.protected)
+        except Exception as e:
+            raise MalformedRecord(f"protected header is not CBOR: {e}") from e
+        if not isinstance(hdr, dict):
+            raise MalformedRecord("protected header must be a map")
+        return hdr
+
+
+def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Sign1:
+    """Split a tagged COSE_Sign1 (tag 18 required) into its parts; raises ``MalformedRecord``."""
+    if len(data) > max_bytes:
+        raise MalformedRecord(f"record is {len(data)} bytes, limit is {max_bytes}", reason="oversize")
+    try:
+        outer = cbor2.loads(data)
+    except Exception as e:
+        raise MalformedRecord(f"not CBOR: {e}", reason="not_cbor") from e
+    if not isinstance(outer, cbor2.CBORTag) or outer.tag != L.COSE_SIGN1_TAG:
+        raise MalformedRecord("expected a tagged COSE_Sign1 (CBOR tag 18)")
+    msg = outer.value
+    if not isinstance(msg, list) or len(msg) != 4:
+        raise MalformedRecord("COSE_Sign1 must be an array of 4 elements")
+    protected, unprotected, payload, signature = msg
+    if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise MalformedRecord("COSE_Sign1 protected header, payload and signature must be byte strings")
+    if not isinstance(unprotected, dict):
+        raise MalformedRecord("COSE_Sign1 unprotected header must be a map")
+    return Sign1(protected, unprotected, payload, signature)
+
+
+def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Record:
+    """Parse a record without verifying it. Raises ``MalformedRecord`` on anything off-profile."""
+    msg = decode_sign1(data, max_bytes=max_bytes)
+    protected, payload, signature = msg.protected, msg.payload, msg.signature
+    if msg.unprotected:
+        raise MalformedRecord("unprotected header must be empty in this profile")
+    if not protected:
+        raise MalformedRecord("protected header must not be empty in this profile")
+    hdr = msg.protected_map()
+    alg = _require(hdr, L.ALG, int, "alg")
+    if alg not in L.ACCEPTED_ALGS:
+        raise UnsupportedAlgorithm(f"algorithm {alg!r} is not accepted; expected one of {sorted(L.ACCEPTED_ALGS)}")
+    ctype = _require(hdr, L.CONTENT_TYPE, str, "content type")
+    kind = L.KIND_BY_CONTENT_TYPE.get(ctype)
+    if kind is None:
+        raise MalformedRecord(f"unknown content type {ctype!r:.80}")
+    kid = _require(hdr, L.KID, bytes, "kid")
+    claims = _require(hdr, L.CWT_CLAIMS, dict, "CWT claims")
+    device_id = claims.get(L.CLAIM_SUB)
+    iat = claims.get(L.CLAIM_IAT)
+    if not isinstance(device_id, str) or not isinstance(iat, int) or isinstance(iat, bool):
+        raise MalformedRecord("CWT claims must hold 2 (device id, text) and 6 (iat, integer)")
+    epoch = _require(hdr, L.EPOCH, int, "epoch")
+    seq = _require(hdr, L.SEQ, int, "seq")
+    if not 0 <= seq < 2**64 or not 0 <= epoch < 2**64:
+        raise MalformedRecord("seq and epoch must be unsigned 64-bit integers")
+    capture = _require(hdr, L.CAPTURE, list, "capture time")
+    if (
+        len(capture) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in capture)
+        or capture[1] not in (L.CLOCK_UNSYNCED, L.CLOCK_NTP, L.CLOCK_GNSS)
+    ):
+        raise MalformedRecord("capture time must be [ms since epoch, clock state 0|1|2]")
+    stream = _require(hdr, L.STREAM, str, "stream")
+    chain_value = hdr.get(L.X5CHAIN)
+    x5chain: tuple[bytes, ...] = ()
+    if isinstance(chain_value, bytes):
+        x5chain = (chain_value,)
+    elif isinstance(chain_value, list) and chain_value and all(isinstance(c, bytes) for c in chain_value):
+        x5chain = tuple(chain_value)
+    elif chain_value is not None:
+        raise MalformedRecord("x5chain must be a certificate byte string or an array of them")
+    return Record(
+        raw=data,
+        protected_bytes=protected,
+        payload_bytes=payload,
+        signature=signature,
+        alg=alg,
+        kid=kid,
+        kind=kind,
+        device_id=device_id,
+        iat=iat,
+        epoch=epoch,
+        seq=seq,
+        capture_ms=capture[0],
+        clock_state=capture[1],
+        stream=stream,
+        model_sha256=_digest(hdr.get(L.MODEL_DIGEST), "model digest"),
+        input_sha256=_digest(hdr.get(L.INPUT_DIGEST), "input digest"),
+        x5chain=x5chain,
+    )
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 digest, the hash every digest header of the profile uses."""
+    return hashlib.sha256(data).digest()

@@ -1,0 +1,88 @@
+"""Mosquitto configuration for the fleet's mTLS listener and topic ACL (DESIGN §5), rendered as text.
+
+Pure: paths and names in, config text out. ``use_identity_as_username`` makes the certificate CN (the
+device id) the MQTT username, so the ``pattern`` lines confine each device to ``<prefix>/<id>/#`` for writes
+and its own ``ack`` for reads; aggregator identities read everything and write acks. Mosquitto 2.0 has no
+deny rules, so anything not granted here is refused (MQTT v5 reason 135 on publish).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from provisioning.device_id import validate_device_id
+from provisioning.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    """Where the broker will find each file (absolute paths on the broker host)."""
+
+    cafile: str
+    certfile: str
+    keyfile: str
+    crlfile: str
+    acl_file: str
+
+
+def validate_prefix(prefix: str) -> str:
+    """A topic prefix: non-empty segments, no wildcards, no leading or trailing '/'."""
+    if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\x00"):
+        raise InvalidInput(f"topic prefix must look like edge/v1 (no wildcards, no leading/trailing '/'), "
+                           f"got {prefix!r}")
+    return prefix
+
+
+def render_listener(paths: BrokerPaths, *, port: int, bind: str | None, fleet: str, ca_fingerprint: str,
+                    lock_client_id: bool = True) -> str:
+    """The listener fragment: TLS with required client certificates, CRL, identity as username, ACL."""
+    if not 0 < port < 65536:
+        raise InvalidInput(f"port must be 1-65535, got {port}")
+    lines = [
+        f"# edge-provision broker-config: mTLS listener for fleet {fleet}",
+        f"# fleet root CA {ca_fingerprint}",
+        f"listener {port}" + (f" {bind}" if bind else ""),
+        f"cafile {paths.cafile}",
+        f"certfile {paths.certfile}",
+        f"keyfile {paths.keyfile}",
+        f"crlfile {paths.crlfile}",
+        "tls_version tlsv1.2",
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+    if lock_client_id:
+        lines += [
+            "# the MQTT client id must equal the certificate CN, so no client can take over another's session",
+            "use_username_as_clientid true",
+        ]
+    lines += [
+        f"acl_file {paths.acl_file}",
+        "allow_anonymous false",
+        "set_tcp_nodelay true",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_acl(prefix: str, aggregators: Sequence[str]) -> str:
+    """The ACL: devices under their own id only; aggregators read all and write acks."""
+    validate_prefix(prefix)
+    for a in aggregators:
+        validate_device_id(a)
+    lines = [
+        "# edge-provision broker-config ACL (the username is the certificate CN)",
+        "# devices: publish only under their own id, subscribe only to their own ack",
+        f"pattern write {prefix}/%u/#",
+        f"pattern read {prefix}/%u/ack",
+        "",
+    ]
+    for a in sorted(set(aggregators)):
+        lines += [
+            f"# aggregator {a}",
+            f"user {a}",
+            f"topic read {prefix}/#",
+            f"topic write {prefix}/+/ack",
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Atomic file writes (temp file in the same directory, fsync, ``os.replace``, fsync of the directory).
+
+Every file the tools write goes through here, so a power cut or a refused check never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically, with permission bits ``mode`` from the start."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}-", dir=p.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(p.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

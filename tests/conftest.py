@@ -1,0 +1,35 @@
+"""Shared fixtures: a private Mosquitto per test that needs one, unique topics, the shared broker URL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.mosquitto import Mosquitto
+
+SHARED_BROKER_URL = os.environ.get("EDGE_TEST_BROKER", "mqtt://127.0.0.1:1883")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A fresh broker on a free port, anonymous, no persistence; stopped after the test."""
+    broker = Mosquitto().start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture
+def unique_id() -> str:
+    """A short unique token for device ids and topics, valid as a device id."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def repo_root() -> str:
+    return REPO_ROOT
