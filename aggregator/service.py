@@ -330,9 +330,8 @@ class AggregatorService:
             return
         try:
             self.trust.set_crls([load_crl(f) for f in cfg.crl_files])
-            now = datetime.now(timezone.utc)
             for f in cfg.registry_files:
-                for key in load_registry(f, self.trust.cas, now):
+                for key in load_registry(f):
                     self.trust.add(key)
         except TrustError as e:
             log.error("trust reload failed, keeping the previous CRLs and registry: %s", e)

@@ -193,7 +193,8 @@ def check_body(body: bytes) -> tuple[int, int, int, int]:
     want = zlib.crc32(memoryview(body)[:-CRC_SIZE])
     if got != want:
         raise FrameError("crc", f"expected CRC-32 {want:08x}, got {got:08x}")
-    return _HDR.unpack_from(body)  # type: ignore[return-value]
+    version, ftype, flags, counter = _HDR.unpack_from(body)
+    return version, ftype, flags, counter
 
 
 def _need(payload: bytes, n: int, what: str) -> None:

@@ -71,12 +71,12 @@ class FrameDecoder:
             return []
         if self._buf:
             self._buf += data
-            parts = self._buf.split(b"\x00")
+            parts: list[bytes] | list[bytearray] = self._buf.split(b"\x00")
         else:
             parts = bytes(data).split(b"\x00")
-        tail = parts.pop()
+        tail = parts[-1]
         frames: list[Frame] = []
-        for part in parts:
+        for part in parts[:-1]:
             if self._discarding:
                 self._discarding = False  # the over-long frame ends here; it was counted already
                 continue

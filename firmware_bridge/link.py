@@ -87,11 +87,14 @@ class LinkSession:
         self._prev_t: dict[int, int] = {}  # sensor id -> MCU time of its last block
         self._discontinuous: set[int] = set()
         self._all_discontinuous = False
+        self._connections = 0
 
     def connected(self) -> None:
-        """A (re)connection: the next block of every sensor starts after a discontinuity; ask for HELLO."""
+        """A (re)connection: ask for HELLO; after a reconnect every sensor's next block is flagged ``reset``."""
         self.need_hello = True
-        self._mark_all()
+        if self._connections:
+            self._mark_all()
+        self._connections += 1
 
     def _mark_all(self) -> None:
         self._all_discontinuous = True

@@ -105,7 +105,7 @@ class MachineParams:
 
     def highest_hz(self) -> float:
         """Highest frequency the model puts energy at (the sample rate must exceed twice this)."""
-        return max(3 * self.shaft_hz, self.resonance_hz)
+        return max(3 * self.shaft_hz, self.bpfo_order * self.shaft_hz, self.resonance_hz)
 
 
 def random_params(rng: np.random.Generator) -> MachineParams:

@@ -47,7 +47,6 @@ def render_listener(paths: BrokerPaths, *, port: int, bind: str | None, fleet: s
         f"certfile {paths.certfile}",
         f"keyfile {paths.keyfile}",
         f"crlfile {paths.crlfile}",
-        "tls_version tlsv1.2",
         "require_certificate true",
         "use_identity_as_username true",
     ]

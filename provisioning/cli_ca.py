@@ -78,7 +78,7 @@ def cmd_ca_init(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     if args.intermediate:
         out.say(f"  issuing CA        {args.ca_dir / 'issuing.crt'}")
     out.say(f"  CRL               {result['crl']}")
-    out.say("Put root.crt in the device image as /etc/edge-agent/fleet-ca.crt; keep this directory offline.")
+    out.say("Put root.crt in the device image as /etc/edge-agent/fleet-ca.pem; keep this directory offline.")
     return result
 
 

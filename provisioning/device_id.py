@@ -85,9 +85,8 @@ def board_serial_id(root: Path = Path("/")) -> DeviceIdSource | None:
     dt_serial = _read(root / "proc/device-tree/serial-number") or _read(
         root / "sys/firmware/devicetree/base/serial-number"
     )
-    if "jetson" in model_l or "nvidia" in model_l:
-        if dt_serial and (did := id_from_serial("jetson", dt_serial)):
-            return DeviceIdSource(did, "jetson")
+    if ("jetson" in model_l or "nvidia" in model_l) and dt_serial and (did := id_from_serial("jetson", dt_serial)):
+        return DeviceIdSource(did, "jetson")
     cpuinfo = _read(root / "proc/cpuinfo") or ""
     is_pi = "raspberry pi" in model_l or "raspberry pi" in cpuinfo.lower()
     if is_pi:

@@ -5,9 +5,9 @@ Layout of the state directory (default ``/var/lib/edge-agent``)::
     device-id            the device id, persisted at first boot
     provisioning.json    device id, fleet, key URI, CA certificate path, pending rotated key (if any)
     keys/device.key      file-tier key (0600 in a 0700 directory); keys/device.next.key while rotating
+    keys/device.crt      installed certificate chain (leaf, then intermediates)
     device.csr           the CSR to send to the fleet CA (device.next.csr while rotating)
-    device.crt           installed certificate chain (leaf, then intermediates)
-    ca.crt               the fleet CA bundle the certificate was checked against
+    fleet-ca.pem         the fleet CA certificate(s) the installed certificate was checked against
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from provisioning.fsutil import atomic_write
 
 STATE_FILE = "provisioning.json"
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
-DEFAULT_CA_CERT = Path("/etc/edge-agent/fleet-ca.crt")
+DEFAULT_CA_CERT = Path("/etc/edge-agent/fleet-ca.pem")
 
 
 @dataclass
@@ -60,11 +60,11 @@ def csr_path(state_dir: Path, pending: bool = False) -> Path:
 
 
 def cert_path(state_dir: Path) -> Path:
-    return state_dir / "device.crt"
+    return state_dir / "keys" / "device.crt"
 
 
 def ca_path(state_dir: Path) -> Path:
-    return state_dir / "ca.crt"
+    return state_dir / "fleet-ca.pem"
 
 
 def default_key_uri(state_dir: Path) -> str:

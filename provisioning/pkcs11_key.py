@@ -29,7 +29,7 @@ try:
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
     from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 except ImportError:  # pragma: no cover - optional dependency
-    pkcs11 = None
+    pkcs11 = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ class ProgressBar:
 
     def render(self) -> str:
         frac = self.done / self.total if self.total else 1.0
-        filled = int(round(frac * self.width))
+        filled = round(frac * self.width)
         bar = "#" * filled + "." * (self.width - filled)
         tail = f"  ({self.rejected} rejected)" if self.rejected else ""
         return f"{self.label} [{bar}] {self.done}/{self.total}{tail}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -35,7 +36,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from firmware_bridge import signal_model as sm  # noqa: E402
+
+def _load_signal_model() -> Any:
+    """Import ``firmware_bridge/signal_model.py`` alone: the package ``__init__`` pulls in pyserial and the
+    rest of the bridge, which the TensorFlow venv does not have and training does not need."""
+    name = "firmware_bridge.signal_model"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "firmware_bridge" / "signal_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+sm = _load_signal_model()
 
 NOISE_SWEEP_G = (0.03, 0.06, 0.1, 0.15, 0.2, 0.3)
 MAX_OFFSET = 1024  # windows start anywhere in the first ~1 s of a stream
@@ -61,9 +77,7 @@ def make_dataset(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, 
     return xs[order], ys[order]
 
 
-def stream_windows(
-    rng: np.random.Generator, per_class: int, params: sm.MachineParams | None
-) -> tuple[np.ndarray, np.ndarray]:
+def stream_windows(rng: np.random.Generator, per_class: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
     """Consecutive windows from one continuous stream per class, as the agent's simulated source gives them."""
     xs, ys = [], []
     for label, fault in enumerate(sm.CLASSES):
@@ -114,6 +128,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the agent may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

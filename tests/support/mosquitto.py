@@ -51,6 +51,8 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
             "connection_messages true",
+            # Tests count every message: never let the broker drop QoS 1 messages for a slow subscriber.
+            "max_queued_messages 0",
         ]
         if self.persistence:
             pdir = self.workdir / "persist"
