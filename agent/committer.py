@@ -27,6 +27,8 @@ from envelope import RecordHeader, Signer, seal
 
 log = logging.getLogger(__name__)
 
+URGENT_MAX = 16  # agent-made records (telemetry) waiting beside the pipelines' queue; oldest dropped beyond
+
 
 @dataclass
 class CommitterStats:
@@ -40,6 +42,8 @@ class CommitterStats:
     last_error: str | None = None
     last_progress: float = 0.0
     healthy: bool = True
+    unhealthy_since: float | None = None  # monotonic time of the first failed commit of the current streak
+    urgent_dropped: int = 0
 
 
 class Committer:
@@ -63,6 +67,11 @@ class Committer:
         self._stop = threading.Event()
         self._rng = random.Random()
         self.on_commit: Callable[[CommitResult], None] | None = None
+        self.stall_hook: Callable[[str], None] | None = None  # fault injection (agent.watchdog.StallSwitch)
+        # Aggregator delivery: every seq between the last ack and the oldest row was evicted, so a gap record
+        # can name the whole range (see gap_draft). Broker delivery deletes rows one by one, so it cannot.
+        self.gap_from_ack = False
+        self._urgent: collections.deque[Draft] = collections.deque()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
 
     # ----- called from other threads ---------------------------------------------------------------
@@ -72,6 +81,15 @@ class Committer:
     def ack(self, seq: int) -> None:
         """The aggregator stored everything up to ``seq`` durably."""
         self._control.append(("ack", seq))
+
+    def put_urgent(self, draft: Draft) -> None:
+        """Queue an agent-made record (telemetry) beside the pipelines' queue, so it is committed even while
+        that queue is full (e.g. during a disk-full outage, when it reports the error). At most
+        ``URGENT_MAX`` wait; the oldest is dropped beyond that."""
+        if len(self._urgent) >= URGENT_MAX:
+            self._urgent.popleft()
+            self.stats.urgent_dropped += 1
+        self._urgent.append(draft)
 
     def pubacked(self, seqs: list[int]) -> None:
         """Broker mode: these seqs were PUBACKed."""
@@ -97,14 +115,27 @@ class Committer:
         return seal(self.signer, header, draft.payload)
 
     def gap_draft(self, plan: EvictionPlan) -> Draft:
-        """The signed gap record that names an eviction (loss by policy, not in transit)."""
+        """The signed gap record that names an eviction (loss by policy, not in transit).
+
+        Gap records live in the outbox too and are evicted like any row when the outage goes on, so a gap
+        record naming only this eviction would leave the ranges of the evicted earlier gap records unknown to
+        the aggregator, whose contiguous point (and so its acks) would then never move again. In aggregator
+        delivery every seq after the last ack that is no longer stored was evicted, so the range starts at
+        ``acked_seq + 1``: the newest gap record alone accounts for everything lost so far. ``count`` and
+        ``bytes`` are those of this eviction; ``first``..``last`` may be wider.
+        """
         self.stats.gap_records += 1
+        first = plan.first
+        if self.gap_from_ack:
+            first = min(first, self.outbox.acked_seq + 1)
         return Draft(kind="gap", stream="gap", topic=self.topics.gap, capture_ms=int(self.clock() * 1000),
-                     payload={"first": plan.first, "last": plan.last, "count": len(plan.seqs),
+                     payload={"first": first, "last": plan.last, "count": len(plan.seqs),
                               "bytes": plan.freed_bytes, "reason": "outbox_full"})
 
     # ----- the loop --------------------------------------------------------------------------------
     def _take(self) -> None:
+        while self._urgent and len(self._pending) < self.commit_batch + URGENT_MAX:
+            self._pending.append(self._urgent.popleft())
         room = self.commit_batch - len(self._pending)
         if room <= 0:
             return
@@ -145,6 +176,8 @@ class Committer:
         attempt = 0
         while True:
             stopping = self._stop.is_set()
+            if self.stall_hook is not None:
+                self.stall_hook("committer")
             self._apply_control()
             self._take()
             if not self._pending:
@@ -159,6 +192,9 @@ class Committer:
                 self.stats.outbox_errors += 1
                 self.stats.healthy = False
                 self.stats.last_error = str(e)
+                self.stats.last_progress = time.monotonic()  # retrying is progress; a hung commit is not
+                if self.stats.unhealthy_since is None:
+                    self.stats.unhealthy_since = time.monotonic()
                 delay = backoff_delay(attempt, 0.2, 5.0, self._rng)
                 attempt += 1
                 log.error("%s; keeping %d records in memory, retrying in %.1fs", e, len(self._pending), delay)
@@ -175,6 +211,7 @@ class Committer:
             attempt = 0
             self._pending = []
             self.stats.healthy = True
+            self.stats.unhealthy_since = None
             self.stats.last_error = None
             self.stats.commits += 1
             self.stats.committed += len(result.rows)

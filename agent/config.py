@@ -27,7 +27,9 @@ from agent.settings import (
     SerialSourceConfig,
     SimulatedSourceConfig,
     SourceConfig,
+    StatusConfig,
     TelemetryConfig,
+    WatchdogConfig,
 )
 
 if sys.version_info >= (3, 11):
@@ -283,6 +285,21 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     telemetry = TelemetryConfig(interval_s=tt.get("interval_s", float, TelemetryConfig().interval_s,
                                                   check=lambda v: None if v >= 1 else f"must be >= 1, got {v}"))
     tt.finish()
+
+    wt = top.table("watchdog")
+    watchdog = WatchdogConfig(stall_s=wt.get("stall_s", float, None,
+                                             check=lambda v: None if v >= 0.5 else f"must be >= 0.5, got {v}"))
+    wt.finish()
+
+    st = top.table("status")
+    spath = st.get("path", str, "", check=lambda v: None if v else "must not be empty (omit it for the default)")
+    status = StatusConfig(
+        path=_resolve(base_dir, spath) if spath else (
+            os.path.join(os.path.dirname(outbox.path), "status.json") if outbox.path else ""),
+        interval_s=st.get("interval_s", float, StatusConfig().interval_s,
+                          check=lambda v: None if 0.2 <= v <= 3600 else f"must be 0.2..3600, got {v}"),
+    )
+    st.finish()
     top.finish()
     for pc in pipelines:
         if pc.hop > 10 * pc.window:
@@ -291,7 +308,8 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     if p.items:
         raise ConfigError(source_file, p.items)
     return AgentConfig(source_file=source_file, device_id=device_id, key_uri=key_uri, pipelines=tuple(pipelines),
-                       outbox=outbox, mqtt=mqtt, telemetry=telemetry, log_level=log_level,
+                       outbox=outbox, mqtt=mqtt, telemetry=telemetry, watchdog=watchdog, status=status,
+                       log_level=log_level,
                        certificate=_resolve(base_dir, certificate) if certificate else None)
 
 

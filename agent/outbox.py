@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 
+_INSERT = "INSERT INTO records(seq, topic, retain, payload, created_ms) VALUES(?,?,?,?,?)"
+
+
 @dataclass(frozen=True)
 class Draft:
     """A record waiting for its seq: everything the sealer needs except epoch and seq."""
@@ -158,6 +161,7 @@ class Outbox:
         evicted_records = self.evicted_records
         evicted_bytes = self.evicted_bytes
         db = self._db
+        inserts: list[tuple[int, str, int, bytes, int]] = []  # written with one executemany per turn
         try:
             db.execute("BEGIN IMMEDIATE")
             for draft in drafts:
@@ -168,6 +172,9 @@ class Outbox:
                     continue
                 need = bytes_to_free(stored, size, self.max_bytes)
                 if need:
+                    if inserts:  # the eviction plan reads the table: store what this turn sealed so far
+                        db.executemany(_INSERT, inserts)
+                        inserts.clear()
                     plan = plan_eviction(
                         db.execute("SELECT seq, LENGTH(payload) FROM records ORDER BY seq LIMIT 100000"), need)
                     if plan.seqs:
@@ -182,19 +189,19 @@ class Outbox:
                         gap = gap_draft(plan)
                         seq += 1
                         gap_bytes = seal(gap, self.epoch, seq)
-                        db.execute("INSERT INTO records(seq, topic, retain, payload, created_ms) VALUES(?,?,?,?,?)",
-                                   (seq, gap.topic, int(gap.retain), gap_bytes, now_ms))
+                        inserts.append((seq, gap.topic, int(gap.retain), gap_bytes, now_ms))
                         stored += len(gap_bytes)
                         depth += 1
                         result.rows.append(Row(seq, gap.topic, gap_bytes, gap.retain))
                         data = seal(draft, self.epoch, seq + 1)
                         size = len(data)
                 seq += 1
-                db.execute("INSERT INTO records(seq, topic, retain, payload, created_ms) VALUES(?,?,?,?,?)",
-                           (seq, draft.topic, int(draft.retain), data, now_ms))
+                inserts.append((seq, draft.topic, int(draft.retain), data, now_ms))
                 stored += size
                 depth += 1
                 result.rows.append(Row(seq, draft.topic, data, draft.retain))
+            if inserts:
+                db.executemany(_INSERT, inserts)
             self._set_meta("last_seq", seq)
             if evicted_records != self.evicted_records:
                 self._set_meta("evicted_records", evicted_records)
@@ -248,11 +255,14 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             removed = 0
             freed = 0
-            for s in seqs:
-                row = self._db.execute("DELETE FROM records WHERE seq = ? RETURNING LENGTH(payload)", (s,)).fetchone()
-                if row:
-                    removed += 1
-                    freed += int(row[0])
+            for first, last in _runs(seqs):  # PUBACKs arrive mostly in order: a few range deletes, not one per row
+                n, size = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM records WHERE seq BETWEEN ? AND ?",
+                    (first, last)).fetchone()
+                if n:
+                    self._db.execute("DELETE FROM records WHERE seq BETWEEN ? AND ?", (first, last))
+                    removed += int(n)
+                    freed += int(size)
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -269,6 +279,17 @@ class Outbox:
             self._db.close()
         except sqlite3.Error:  # pragma: no cover
             pass
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous ``(first, last)`` ranges covering exactly the given seqs (any order, duplicates allowed)."""
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
 
 
 class OutboxReader:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE_PAYLOAD = b"offline"
 PACKET_OVERHEAD = 64  # fixed header, topic length field, packet id, v5 properties
+DEAD_LINK_KEEPALIVES = 1.5  # silence from the broker longer than this many keepalives means a dead link
 
 
 def record_budget(max_packet_bytes: int, topic: str) -> int:
@@ -96,6 +97,7 @@ class MqttLink:
         self._cursor = start_after_seq  # highest seq handed to paho in this connection's order
         self._acked = start_after_seq if delivery == "aggregator" else 0
         self._last_progress = time.monotonic()
+        self._last_in = time.monotonic()  # last time the socket was readable (our own clock: see _dead_link)
         self._inflight: dict[int, int] = {}  # mid -> seq
         self._puback_seqs: list[int] = []
         self._connected = threading.Event()
@@ -132,7 +134,9 @@ class MqttLink:
                 with open(self.cfg.password_file, encoding="utf-8") as f:
                     password = f.read().strip()
             client.username_pw_set(self.cfg.username, password)
-        client.max_inflight_messages_set(self._inflight_max)
+        # Flow control is ours (``_pump`` keeps at most ``inflight_max`` rows out). paho's own limit would
+        # rescan every queued message after each PUBACK (``_update_inflight``: O(inflight) per PUBACK).
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.will_set(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -164,13 +168,19 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def alive(self) -> bool:
+        """The link thread is running (it only ends at ``stop()``)."""
+        return self._thread.is_alive()
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
     def stop(self, drain_timeout: float = 2.0) -> None:
         """Wait up to ``drain_timeout`` for in-flight PUBACKs, publish offline status, disconnect."""
         deadline = time.monotonic() + drain_timeout
-        while self._inflight and self.connected and time.monotonic() < deadline:
+        while (self._inflight or self._cursor < self._reader_last_hint) and self.connected \
+                and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
         self._wake()
@@ -205,7 +215,10 @@ class MqttLink:
                        properties: Properties | None) -> None:
         if self._session_up:
             self.counters.disconnects += 1
-            log.warning("disconnected from broker: %s", rc)
+            if self._stop.is_set():
+                log.info("disconnected from broker: %s", rc)
+            else:
+                log.warning("disconnected from broker: %s", rc)
         self._session_up = False
         self._connected.clear()
 
@@ -276,13 +289,15 @@ class MqttLink:
             self._cursor = (first - 1) if first is not None else self._cursor
         with self._fresh_lock:
             self._fresh.clear()
-        props = None
         if self.cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0
-        self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s, clean_start=True,
-                            properties=props)
+            self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s, clean_start=True,
+                                properties=props)
+        else:  # MQTT 3.1.1: clean_session was set on the client
+            self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s)
         self._last_progress = time.monotonic()
+        self._last_in = time.monotonic()
 
     def _drop_connection(self) -> None:
         sock = self.client.socket()
@@ -301,16 +316,22 @@ class MqttLink:
         self._connected.clear()
 
     def _dead_link(self) -> bool:
-        """True when nothing arrived for 1.25 keepalives although paho pings every keepalive."""
+        """True when nothing arrived for 1.5 keepalives although paho pings at least every keepalive.
+
+        The clock is our own (``_last_in``, set whenever the socket is readable), not paho's private
+        ``_last_bytes_received``: paho resets that one to "now" each time it *sends* a PINGREQ, which pushed
+        detection out to about two keepalives. A healthy idle link answers a ping within about one keepalive
+        plus one loop turn (1 s), so 1.5 keepalives leaves half a keepalive for the round trip, and a dead
+        link is noticed within 1.5 keepalives plus one loop turn.
+        """
         if not self._session_up:
             return False
-        last_in = getattr(self.client, "_last_bytes_received", None)
-        if last_in is None:
-            return False
-        if time.monotonic() - last_in > 1.25 * self.cfg.keepalive_s:
+        silent = time.monotonic() - self._last_in
+        if silent > DEAD_LINK_KEEPALIVES * self.cfg.keepalive_s:
             self.counters.dead_link_detected += 1
-            log.warning("no traffic from broker for %.0fs (keepalive %ds): connection is dead, reconnecting",
-                        time.monotonic() - last_in, self.cfg.keepalive_s)
+            self.last_error = f"no traffic from the broker for {silent:.0f}s (keepalive {self.cfg.keepalive_s}s)"
+            log.warning("no traffic from broker for %.1fs (keepalive %ds): connection is dead, reconnecting",
+                        silent, self.cfg.keepalive_s)
             return True
         return False
 
@@ -329,6 +350,7 @@ class MqttLink:
             except BlockingIOError:
                 pass
         if sock in r:
+            self._last_in = time.monotonic()
             self.client.loop_read()
         if self.client.socket() is not None and (sock in w or self.client.want_write()):
             self.client.loop_write()

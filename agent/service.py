@@ -15,7 +15,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -29,13 +29,21 @@ from agent.model_meta import load_model_meta
 from agent.outbox import Draft, Outbox, OutboxReader
 from agent.pipeline import PipelineRunner
 from agent.publisher import MqttLink, record_budget
+from agent.sdnotify import Notifier
 from agent.settings import AgentConfig
-from agent.sources import make_source
+from agent.sources import Source, make_source
+from agent.status import FORMAT as STATUS_FORMAT
+from agent.status import StatusWriter
+from agent.telemetry import TelemetryBuilder
 from agent.topics import Topics
+from agent.watchdog import StallingSource, StallSwitch, Watchdog, stall_s_for
 from envelope import Signer
 from provisioning import FileKeyUri, open_signer, parse_key_uri
 
 log = logging.getLogger(__name__)
+
+
+COMMIT_RETRY_MAX_S = 5.0  # the committer's longest backoff between failed commits
 
 
 def load_chain(path: str) -> tuple[bytes, ...]:
@@ -51,6 +59,7 @@ class Health:
 
     healthy: bool
     reasons: list[str]
+    degraded: list[str] = field(default_factory=list)  # working around a fault (e.g. disk full): keep pinging
 
 
 class Agent:
@@ -70,6 +79,13 @@ class Agent:
         self.committer: Committer | None = None
         self.link: MqttLink | None = None
         self.epoch = 0
+        self.notifier = Notifier()
+        self.stall_s = stall_s_for(cfg.watchdog.stall_s, self.notifier.watchdog_s)
+        self.watchdog = Watchdog(self.notifier, lambda: self.health(self.stall_s), self.status_text)
+        self._stall = StallSwitch.from_env()
+        self._status_builder = TelemetryBuilder()
+        self._status_writer = StatusWriter(cfg.status.path, cfg.status.interval_s, self.status_doc) \
+            if cfg.status.path else None
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +110,9 @@ class Agent:
         self.committer = Committer(self.outbox, signer, cfg.device_id, self.topics, self.drafts, self.link.notify,
                                    commit_batch=cfg.outbox.commit_batch, max_record_bytes=budget)
         self.committer.on_commit = self._on_commit
+        self.committer.gap_from_ack = cfg.outbox.delivery == "aggregator"
+        if self._stall is not None:
+            self.committer.stall_hook = self._stall.wait
         self.committer.start()
         self.link.start()
         self._birth_model_info = [
@@ -102,19 +121,30 @@ class Agent:
         ]
         self.drafts.put(self._birth_draft(signer))
         for pc, meta, model in models:
-            runner = PipelineRunner(pc, meta, model, make_source(pc.stream, pc.source), self.topics.result(pc.stream),
+            source: Source = make_source(pc.stream, pc.source)
+            if self._stall is not None:
+                source = StallingSource(source, self._stall, f"pipeline:{pc.stream}")
+            runner = PipelineRunner(pc, meta, model, source, self.topics.result(pc.stream),
                                     self.drafts, self.clock_state.get)
             self.pipelines.append(runner)
         for runner in self.pipelines:
             runner.start()
         self._telemetry_thread = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
         self._telemetry_thread.start()
+        if self._status_writer is not None:
+            self._status_writer.start()
+        self.notifier.ready(self.status_text())
+        self.watchdog.start()
         log.info("agent %s started: device %s, epoch %d, %d pipeline(s), delivery %s", __version__,
                  cfg.device_id, self.epoch, len(self.pipelines), cfg.outbox.delivery)
 
     def stop(self) -> None:
         """Stop sources, commit what was inferred, let in-flight publishes finish, disconnect."""
+        self.notifier.stopping()
         self._stop.set()
+        self.watchdog.stop()
+        if self._stall is not None:
+            self._stall.close()
         for runner in self.pipelines:
             runner.stop()
         for runner in self.pipelines:
@@ -123,8 +153,12 @@ class Agent:
             self.committer.stop()
         if self.link:
             self.link.stop()
+        if self._status_writer is not None:
+            self._status_writer.stop()
+            self._status_writer.write_once()  # the final counts, with a PID that is about to be gone
         if self.outbox:
             self.outbox.close()
+        self.notifier.close()
         log.info("agent stopped")
 
     def run(self) -> int:
@@ -187,21 +221,19 @@ class Agent:
             self.committer.pubacked(seqs)
 
     def _telemetry_loop(self) -> None:
-        from agent.telemetry import telemetry_payload  # noqa: PLC0415
-
+        builder = TelemetryBuilder()
         interval = self.cfg.telemetry.interval_s
         while not self._stop.wait(interval):
             try:
-                payload = telemetry_payload(self.snapshot())
+                payload = builder.build(self.snapshot())
             except Exception:
                 log.exception("telemetry snapshot failed")
                 continue
             draft = Draft(kind="telemetry", stream="telemetry", topic=self.topics.telemetry, payload=payload,
                           capture_ms=int(time.time() * 1000), clock_state=self.clock_state.get())
-            try:
-                self.drafts.put(draft, timeout=interval)
-            except queue.Full:
-                log.warning("telemetry record dropped: the commit queue is full")
+            if self.committer is not None:
+                # Beside the pipelines' queue: telemetry must get through when that queue is full (disk full).
+                self.committer.put_urgent(draft)
 
     # ----- introspection -----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -225,6 +257,7 @@ class Agent:
                 "evicted_bytes": ob.evicted_bytes if ob else 0,
                 "refused_oversize": cm.stats.refused_oversize if cm else 0,
                 "errors": cm.stats.outbox_errors if cm else 0,
+                "healthy": cm.stats.healthy if cm else True,
                 "last_error": cm.stats.last_error if cm else None,
                 "committed": cm.stats.committed if cm else 0,
             },
@@ -250,17 +283,51 @@ class Agent:
     def health(self, stall_s: float) -> Health:
         """Every stage alive and making progress within ``stall_s`` seconds (for the watchdog)."""
         now = time.monotonic()
-        reasons = []
+        reasons: list[str] = []
+        degraded: list[str] = []
         cm = self.committer
         if cm is None or not cm.alive:
             reasons.append("committer thread is not running")
+        elif now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy else COMMIT_RETRY_MAX_S):
+            reasons.append(f"committer stalled for {now - cm.stats.last_progress:.0f}s")
         elif not cm.stats.healthy:
-            reasons.append(f"outbox not writable: {cm.stats.last_error}")
-        elif now - cm.stats.last_progress > stall_s:
-            reasons.append("committer stalled")
+            # Retrying with backoff is the right thing on a full disk, and a restart would not free space
+            # (it would become a restart loop): report it, keep pinging. A commit that hangs is a stall.
+            degraded.append(f"outbox not writable: {cm.stats.last_error}")
         for r in self.pipelines:
             if r.done.is_set() and r.failed:
                 reasons.append(f"pipeline {r.cfg.stream} failed: {r.failed}")
             elif not r.done.is_set() and now - r.stats.last_progress > stall_s:
-                reasons.append(f"pipeline {r.cfg.stream} stalled")
-        return Health(not reasons, reasons)
+                reasons.append(f"pipeline {r.cfg.stream} stalled for {now - r.stats.last_progress:.0f}s")
+        if self.link is not None and not self.link.alive:
+            reasons.append("MQTT link thread is not running")
+        return Health(not reasons, reasons, degraded)
+
+    def status_text(self) -> str:
+        """One line for systemd's STATUS=: what a technician wants from `systemctl status`."""
+        ob, cm, ln = self.outbox, self.committer, self.link
+        text = (f"committed {cm.stats.committed if cm else 0}, outbox {ob.depth if ob else 0} rows "
+                f"{(ob.stored_bytes if ob else 0) // 1024} KiB, acked {ob.acked_seq if ob else 0}, "
+                f"mqtt {'up' if ln and ln.connected else 'down'}")
+        if cm is not None and not cm.stats.healthy:
+            text = f"DEGRADED: outbox not writable ({cm.stats.last_error}); " + text
+        return text
+
+    def status_doc(self) -> dict[str, Any]:
+        """The document `edge-agent status` reads: the telemetry payload plus the watchdog's verdict."""
+        h = self.health(self.stall_s)
+        return {
+            "format": STATUS_FORMAT,
+            "written_at": round(time.time(), 3),
+            "interval_s": self.cfg.status.interval_s,
+            "pid": os.getpid(),
+            "device_id": self.cfg.device_id,
+            "agent": __version__,
+            "healthy": h.healthy,
+            "reasons": h.reasons,
+            "degraded": h.degraded,
+            "watchdog": {"enabled": bool(self.notifier.watchdog_s), "interval_s": self.watchdog.interval_s,
+                         "pings": self.watchdog.pings, "withheld": self.watchdog.withheld,
+                         "stall_s": self.stall_s},
+            "telemetry": self._status_builder.build(self.snapshot()),
+        }

@@ -99,6 +99,21 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class WatchdogConfig:
+    """How the systemd watchdog judges health (the ping interval itself comes from ``WatchdogSec=``)."""
+
+    stall_s: float | None = None  # a stage without progress this long is stalled; None: WatchdogSec / 2
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """The live status file that ``edge-agent status`` reads (atomic JSON, rewritten every ``interval_s``)."""
+
+    path: str = ""  # empty: status.json next to the outbox (the parser fills it in)
+    interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole agent configuration, validated."""
 
@@ -109,5 +124,7 @@ class AgentConfig:
     outbox: OutboxConfig
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     log_level: str = "INFO"

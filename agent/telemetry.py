@@ -1,14 +1,46 @@
-"""Telemetry payloads: a compact health summary built from the agent's snapshot and the host (psutil)."""
+"""Telemetry: the agent's health as one small map, signed like any record and shown by ``edge-agent status``.
+
+A device in a field box is only visible through what it reports. The payload covers the host (CPU, load,
+the agent's RSS and the system's available memory, temperatures, free disk at the outbox), every stage
+(per-pipeline inference latency p50/p99, records per second, serial frame errors), the outbox (depth,
+bytes, evictions, write errors) and the MQTT link (reconnects, dead links).
+
+Pure core: ``telemetry_payload(snapshot, host, rates)`` and ``rates_between`` take numbers and return
+numbers. I/O shell: ``host_health`` (psutil) and ``TelemetryBuilder``, which remembers the previous counts
+so it can report rates. Temperatures are ``{}`` on hosts without sensors (VMs): that is normal.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import psutil
 
+__all__ = ["FIELDS", "TelemetryBuilder", "host_health", "rates_between", "telemetry_payload"]
+
 _proc = psutil.Process()
+
+# Every field of the payload, as dotted paths (``pipelines`` entries are per stream). Tests and
+# ``edge-agent status`` check against this list, so a new field is added here first.
+FIELDS: tuple[str, ...] = (
+    "uptime_s", "epoch",
+    "host.cpu_percent", "host.agent_cpu_percent", "host.load", "host.rss_bytes", "host.mem_available_bytes",
+    "host.mem_total_bytes", "host.temperatures_c", "host.disk_free_bytes",
+    "outbox.depth", "outbox.bytes", "outbox.max_bytes", "outbox.last_seq", "outbox.acked_seq",
+    "outbox.evicted_records", "outbox.evicted_bytes", "outbox.refused_oversize", "outbox.committed",
+    "outbox.records_per_s", "outbox.errors", "outbox.healthy", "outbox.last_error",
+    "mqtt.connected", "mqtt.reconnects", "mqtt.disconnects", "mqtt.connect_failures", "mqtt.dead_links",
+    "mqtt.published", "mqtt.resends", "mqtt.publish_rejected", "mqtt.last_error",
+    "pipelines",
+)
+PIPELINE_FIELDS: tuple[str, ...] = (
+    "windows", "results", "errors", "latency_us.p50", "latency_us.p99", "records_per_s", "frame_errors",
+    "lost_frames",
+)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -19,13 +51,37 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
 
 
+def _frame_errors(source: Mapping[str, int]) -> int:
+    """Serial frame errors: the bridge's total, or the sum of its per-kind counters if only those exist."""
+    if "frame_errors" in source:
+        return int(source["frame_errors"])
+    return sum(int(v) for k, v in source.items() if k.startswith("frame_errors_"))
+
+
+def rates_between(prev: Mapping[str, int], cur: Mapping[str, int], dt_s: float) -> dict[str, float]:
+    """Per-second rates of monotonic counters over ``dt_s``; a counter that went down (restart) counts 0."""
+    if dt_s <= 0:
+        return dict.fromkeys(cur, 0.0)
+    return {k: round(max(0, v - prev.get(k, v)) / dt_s, 1) for k, v in cur.items()}
+
+
+def counts_of(snapshot: Mapping[str, Any]) -> dict[str, int]:
+    """The monotonic counters rates are computed from: committed records and results per pipeline."""
+    out = {"outbox": int(snapshot["outbox"].get("committed", 0))}
+    for stream, p in snapshot["pipelines"].items():
+        out[f"pipeline:{stream}"] = int(p["results"])
+    return out
+
+
 def host_health(outbox_path: str) -> dict[str, Any]:
-    """CPU, load, memory, temperatures and free disk at the outbox. Empty temperatures are normal on VMs."""
+    """CPU, load, memory, temperatures and free disk at the outbox (psutil). Never raises for a missing reading."""
     temps: dict[str, float] = {}
     try:
         for name, entries in (psutil.sensors_temperatures() or {}).items():
             for i, e in enumerate(entries):
-                temps[f"{name}{i}" if len(entries) > 1 else name] = round(float(e.current), 1)
+                label = e.label or (f"{name}{i}" if len(entries) > 1 else name)
+                key = label if label not in temps else f"{label}{i}"
+                temps[key] = round(float(e.current), 1)
     except (AttributeError, OSError):
         pass
     try:
@@ -33,20 +89,28 @@ def host_health(outbox_path: str) -> dict[str, Any]:
     except OSError:
         disk_free = -1
     vm = psutil.virtual_memory()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - every Linux has it
+        load = [0.0, 0.0, 0.0]
     return {
         "cpu_percent": psutil.cpu_percent(interval=None),
-        "load1": round(os.getloadavg()[0], 2),
+        "agent_cpu_percent": _proc.cpu_percent(interval=None),
+        "load": load,
         "rss_bytes": _proc.memory_info().rss,
         "mem_available_bytes": vm.available,
+        "mem_total_bytes": vm.total,
         "temperatures_c": temps,
         "disk_free_bytes": disk_free,
     }
 
 
-def telemetry_payload(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The signed telemetry record's payload from an ``Agent.snapshot()``."""
+def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | None = None,
+                      rates: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The telemetry payload from an ``Agent.snapshot()``, host readings and rates (pure when both are given)."""
     ob = snapshot["outbox"]
     mq = snapshot["mqtt"]
+    rates = rates or {}
     pipelines = {}
     for stream, p in snapshot["pipelines"].items():
         src = p.get("source", {})
@@ -55,15 +119,52 @@ def telemetry_payload(snapshot: dict[str, Any]) -> dict[str, Any]:
             "results": p["results"],
             "errors": p["errors"],
             "latency_us": _percentiles(p["latencies_us"]),
-            "frame_errors": sum(v for k, v in src.items() if k.startswith("frame_error")),
-            "lost_frames": src.get("lost_frames", 0),
+            "records_per_s": rates.get(f"pipeline:{stream}", 0.0),
+            "frame_errors": _frame_errors(src),
+            "lost_frames": int(src.get("lost_frames", 0)),
         }
+    connects = int(mq.get("connects", 0))
     return {
         "uptime_s": snapshot["uptime_s"],
-        "host": host_health(ob["path"]),
-        "outbox": {k: ob[k] for k in ("depth", "bytes", "max_bytes", "last_seq", "acked_seq", "evicted_records",
-                                       "evicted_bytes", "refused_oversize", "errors")},
-        "mqtt": {"connected": mq["connected"], "reconnects": mq.get("connects", 0),
-                 "disconnects": mq.get("disconnects", 0), "published": mq.get("published", 0)},
+        "epoch": snapshot.get("epoch", 0),
+        "host": dict(host) if host is not None else host_health(ob["path"]),
+        "outbox": {
+            **{k: ob.get(k, 0) for k in ("depth", "bytes", "max_bytes", "last_seq", "acked_seq", "evicted_records",
+                                         "evicted_bytes", "refused_oversize", "committed", "errors")},
+            "records_per_s": rates.get("outbox", 0.0),
+            "healthy": bool(ob.get("healthy", True)),
+            "last_error": ob.get("last_error"),
+        },
+        "mqtt": {
+            "connected": bool(mq["connected"]),
+            "reconnects": max(0, connects - 1),
+            "disconnects": int(mq.get("disconnects", 0)),
+            "connect_failures": int(mq.get("connect_failures", 0)),
+            "dead_links": int(mq.get("dead_link_detected", 0)),
+            "published": int(mq.get("published", 0)),
+            "resends": int(mq.get("resends", 0)),
+            "publish_rejected": int(mq.get("publish_rejected", 0)),
+            "last_error": mq.get("last_error"),
+        },
         "pipelines": pipelines,
     }
+
+
+class TelemetryBuilder:
+    """Builds payloads from successive snapshots, reporting rates since the previous build."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._prev: dict[str, int] | None = None
+        self._prev_t = 0.0
+
+    def build(self, snapshot: Mapping[str, Any], host: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        now = self._clock()
+        counts = counts_of(snapshot)
+        if self._prev is None:
+            up = float(snapshot.get("uptime_s", 0.0))
+            rates = rates_between(dict.fromkeys(counts, 0), counts, up) if up > 0 else dict.fromkeys(counts, 0.0)
+        else:
+            rates = rates_between(self._prev, counts, now - self._prev_t)
+        self._prev, self._prev_t = counts, now
+        return telemetry_payload(snapshot, host, rates)

@@ -14,7 +14,8 @@ policy:
 * **rate change** - ``block.rate_hz`` differs from the segment's rate: the partial window is dropped.
 
 Each is counted. Within a segment, window *k* starts at sample ``k * hop``. Time stamps come from the
-segment's time anchor: ``t(i) = t_anchor + (i - i_anchor) * 1e6 / rate``. The anchor is the segment's first
+segment's time anchor: ``t(i) = t_anchor + round((i - i_anchor) * 1e6 / rate)`` (integer anchor, so
+epoch-sized µs values keep full precision). The anchor is the segment's first
 block and moves to a later block only when that block's ``t0_us`` differs from the prediction by more than
 1 µs, so integer rounding of ``t0_us`` never moves it (windows do not depend on how samples are split into
 blocks) while a source clock that drifts against its nominal rate is followed. A window covers the
@@ -94,7 +95,7 @@ class Windower:
         self._next = 0  # segment index where the next window starts
         self._rate = 0.0  # 0: no segment yet
         self._period_us = 0.0
-        self._t_anchor = 0.0
+        self._t_anchor = 0  # µs; integer so that epoch-sized times lose no precision
         self._i_anchor = 0
         self._clock_state = 0
         self._offsets = np.arange(window, dtype=np.intp)
@@ -121,7 +122,7 @@ class Windower:
                 f"stream {self.stream!r}: expected samples of shape (n, {self.channels}), got shape {x.shape}"
             )
         rate = block.rate_hz
-        if rate != self._rate and not (rate > 0 and math.isfinite(rate)):
+        if (rate != self._rate or self._rate == 0.0) and not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"stream {self.stream!r}: expected a positive sample rate, got {rate!r}")
         n = x.shape[0]
         if n == 0:
@@ -149,7 +150,7 @@ class Windower:
                 log.debug("stream %s: block at t0=%d is %.1f µs early; dropped", self.stream, t0, -dev)
                 return []
             elif abs(dev) > _REANCHOR_US:
-                self._t_anchor = float(t0)
+                self._t_anchor = int(t0)
                 self._i_anchor = self._seg_n
         self._clock_state = block.clock_state
         return self._append_and_cut(x)
@@ -158,7 +159,7 @@ class Windower:
         """Begin a new segment at ``t0``: drop whatever partial window was buffered."""
         self._rate = float(rate)
         self._period_us = 1e6 / rate
-        self._t_anchor = float(t0)
+        self._t_anchor = int(t0)
         self._i_anchor = 0
         self._seg_n = 0
         self._next = 0
@@ -212,8 +213,8 @@ class Windower:
         if k == 1:  # the steady state: one window per block
             data = self._buf[first : first + window].copy()
             data.flags.writeable = False
-            t_start = t_a + (start - i_a) * period
-            out = [Window(self.stream, round(t_start), round(t_start + span), data, self._clock_state)]
+            off = (start - i_a) * period
+            out = [Window(self.stream, t_a + round(off), t_a + round(off + span), data, self._clock_state)]
             start += hop
         else:
             rows = (first + hop * np.arange(k, dtype=np.intp))[:, np.newaxis] + self._offsets
@@ -221,9 +222,9 @@ class Windower:
             batch.flags.writeable = False
             out = []
             for j in range(k):
-                t_start = t_a + (start - i_a) * period
+                off = (start - i_a) * period
                 out.append(
-                    Window(self.stream, round(t_start), round(t_start + span), batch[j], self._clock_state)
+                    Window(self.stream, t_a + round(off), t_a + round(off + span), batch[j], self._clock_state)
                 )
                 start += hop
         self._next = start

@@ -39,7 +39,7 @@ class DeviceKey:
     public_key: PublicKey
     source: str  # "x5chain" or "registry"
     serial: int | None = None
-    issuer: x509.Name | None = None
+    issuer: bytes | None = None  # DER of the issuer name (the CRL lookup key)
     not_after: datetime | None = None
     revoked: bool = False  # the registry already marked it revoked
 
@@ -119,7 +119,7 @@ class TrustStore:
             return False
         if key.issuer is None:
             return key.serial in self._revoked_serials
-        return (key.issuer.public_bytes(), key.serial) in self._revoked
+        return (key.issuer, key.serial) in self._revoked
 
     def key_for(self, kid: bytes, now: datetime) -> DeviceKey:
         """The trusted key with ``kid``; raises ``Rejected`` if unknown, revoked or expired at ``now``."""
@@ -145,7 +145,7 @@ class TrustStore:
         if kid_for(public) != kid:
             raise Rejected("key_mismatch", f"record kid {kid.hex()} is not the certificate's key "
                            f"{kid_for(public).hex()}", device_id=device_id)
-        return DeviceKey(device_id, kid, public, "x5chain", leaf.serial_number, leaf.issuer,
+        return DeviceKey(device_id, kid, public, "x5chain", leaf.serial_number, leaf.issuer.public_bytes(),
                          leaf.not_valid_after_utc)
 
 

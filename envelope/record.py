@@ -79,18 +79,95 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     return cbor_det.dumps(payload)
 
 
+def _check_header(header: RecordHeader) -> None:
+    """Refuse header values ``open_record`` would reject, so a bad record fails here, not at the aggregator."""
+    if header.kind not in L.CONTENT_TYPES:
+        raise ValueError(f"unknown record kind {header.kind!r}; expected one of {sorted(L.CONTENT_TYPES)}")
+    if not isinstance(header.device_id, str) or not isinstance(header.stream, str):
+        raise ValueError(f"device_id and stream must be str, got {type(header.device_id).__name__} and "
+                         f"{type(header.stream).__name__}")
+    for name in ("epoch", "seq"):
+        value = getattr(header, name)
+        if not _is_int(value) or not 0 <= value < 2**64:
+            raise ValueError(f"{name} must be an int in 0..2**64-1, got {value!r:.40}")
+    if not _is_int(header.iat) or not _is_int(header.capture_ms):
+        raise ValueError(f"iat and capture_ms must be int, got {header.iat!r:.40} and {header.capture_ms!r:.40}")
+    if not _is_int(header.clock_state) or header.clock_state not in _CLOCK_STATES:
+        raise ValueError(f"clock_state must be 0, 1 or 2, got {header.clock_state!r:.40}")
+    for name in ("model_sha256", "input_sha256"):
+        value = getattr(header, name)
+        if value is not None and (not isinstance(value, bytes) or len(value) != 32):
+            raise ValueError(f"{name} must be 32 bytes (a SHA-256 digest) or None, got {value!r:.40}")
+    if not all(isinstance(c, bytes) and c for c in header.x5chain):
+        raise ValueError("x5chain must hold non-empty DER certificates (bytes)")
+
+
+_CLOCK_STATES = (L.CLOCK_UNSYNCED, L.CLOCK_NTP, L.CLOCK_GNSS)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+# Encoded labels in the bytewise order RFC 8949 §4.2.1 gives them: 1 3 4 15 33 -65537 ... -65542.
+_LBL_X5CHAIN = b"\x18\x21"
+_LBL_EPOCH = b"\x3a\x00\x01\x00\x00"
+_LBL_SEQ = b"\x3a\x00\x01\x00\x01"
+_LBL_CAPTURE = b"\x3a\x00\x01\x00\x02\x82"  # label, then the head of a 2-element array
+_LBL_STREAM = b"\x3a\x00\x01\x00\x03"
+_LBL_MODEL = b"\x3a\x00\x01\x00\x04\x82\x2f\x58\x20"  # label, [ -16, bstr(32) ...
+_LBL_INPUT = b"\x3a\x00\x01\x00\x05\x82\x2f\x58\x20"
+_prefix_cache: dict[tuple[int, bytes, str, str], bytes] = {}
+_PREFIX_CACHE_MAX = 256
+
+
+def _prefix(alg: int, kid: bytes, kind: str, device_id: str) -> bytes:
+    """Encoded labels 1, 3, 4 and 15 up to the iat value: constant for one signer, kind and device."""
+    key = (alg, kid, kind, device_id)
+    prefix = _prefix_cache.get(key)
+    if prefix is None:
+        prefix = (b"\x01" + cbor_det.dumps(alg) + b"\x03" + cbor_det.tstr(L.CONTENT_TYPES[kind])
+                  + b"\x04" + cbor_det.bstr(kid) + b"\x0f\xa2\x02" + cbor_det.tstr(device_id) + b"\x06")
+        if len(_prefix_cache) >= _PREFIX_CACHE_MAX:
+            _prefix_cache.clear()
+        _prefix_cache[key] = prefix
+    return prefix
+
+
+def encode_protected(header: RecordHeader, alg: int, kid: bytes) -> bytes:
+    """The protected header bytes: equal to ``cbor_det.dumps(header.protected_map(alg, kid))``, built faster.
+
+    The map is written directly in its fixed bytewise key order, with the constant part cached per signer,
+    kind and device. ``header`` must have passed ``_check_header``.
+    """
+    uint = cbor_det.uint
+    count = 8 + bool(header.x5chain) + (header.model_sha256 is not None) + (header.input_sha256 is not None)
+    parts = [bytes([0xA0 | count]), _prefix(alg, kid, header.kind, header.device_id),
+             cbor_det.dumps(header.iat)]
+    if header.x5chain:
+        chain = header.x5chain
+        parts.append(_LBL_X5CHAIN)
+        parts.append(cbor_det.bstr(chain[0]) if len(chain) == 1 else cbor_det.dumps(list(chain)))
+    parts += [_LBL_EPOCH, uint(header.epoch), _LBL_SEQ, uint(header.seq), _LBL_CAPTURE,
+              cbor_det.dumps(header.capture_ms), bytes([header.clock_state]), _LBL_STREAM,
+              cbor_det.tstr(header.stream)]
+    if header.model_sha256 is not None:
+        parts += [_LBL_MODEL, header.model_sha256]
+    if header.input_sha256 is not None:
+        parts += [_LBL_INPUT, header.input_sha256]
+    return b"".join(parts)
+
+
 def seal(signer: Signer, header: RecordHeader, payload: dict[str, Any] | bytes) -> bytes:
-    """Build and sign one tagged COSE_Sign1 record; returns its bytes."""
+    """Build and sign one tagged COSE_Sign1 record; returns its bytes.
+
+    Raises ``ValueError`` for header values the profile does not allow (see ``open_record``).
+    """
+    _check_header(header)
     payload_bytes = payload if isinstance(payload, bytes) else encode_payload(payload)
-    protected = cbor_det.dumps(header.protected_map(signer.alg, signer.kid))
-    signature = signer.sign(sig_structure(protected, payload_bytes))
-    return (
-        _TAG18_ARRAY4
-        + cbor_det.bstr(protected)
-        + _EMPTY_MAP
-        + cbor_det.bstr(payload_bytes)
-        + cbor_det.bstr(signature)
-    )
+    protected = encode_protected(header, signer.alg, signer.kid)
+    pbstr = cbor_det.bstr(protected)
+    lbstr = cbor_det.bstr(payload_bytes)
+    signature = signer.sign(b"\x84" + _SIG1_CONTEXT + pbstr + _EMPTY_BSTR + lbstr)
+    return _TAG18_ARRAY4 + pbstr + _EMPTY_MAP + lbstr + cbor_det.bstr(signature)
 
 
 @dataclass(frozen=True)
@@ -118,6 +195,7 @@ class Record:
     def payload(self) -> Any:
         """Decode the payload CBOR (only meaningful after verification)."""
         try:
+            cbor_det.check_strict(self.payload_bytes)
             return cbor2.loads(self.payload_bytes)
         except Exception as e:  # cbor2 raises several types on garbage
             raise MalformedRecord(f"payload is not CBOR: {e}", reason="bad_payload") from e
@@ -129,7 +207,12 @@ class Record:
 
 
 def verify_signature(alg: int, public_key: PublicKey, data: bytes, signature: bytes) -> None:
-    """Verify a COSE-form signature; raises ``InvalidSignature`` or ``UnsupportedAlgorithm``."""
+    """Verify a COSE-form signature; raises ``InvalidSignature`` or ``UnsupportedAlgorithm``.
+
+    ``alg`` is taken as found in a header: a text or any other non-integer value is an unsupported algorithm.
+    """
+    if not _is_int(alg):
+        raise UnsupportedAlgorithm(f"algorithm {alg!r:.40} is not accepted; expected one of {sorted(L.ACCEPTED_ALGS)}")
     if alg in L.P256_ALGS:
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise UnsupportedAlgorithm(f"algorithm {alg} needs a P-256 key, the key for this kid is not one")
@@ -158,6 +241,7 @@ def _digest(value: Any, name: str) -> bytes | None:
     if (
         not isinstance(value, list)
         or len(value) != 2
+        or not _is_int(value[0])
         or value[0] != L.HASH_SHA256
         or not isinstance(value[1], bytes)
         or len(value[1]) != 32
@@ -189,6 +273,10 @@ class Sign1:
         if not self.protected:
             return {}
         try:
+            cbor_det.check_strict(self.protected)
+        except ValueError as e:
+            raise MalformedRecord(f"protected header is not strict CBOR: {e}") from e
+        try:
             hdr = cbor2.loads(self.protected)
         except Exception as e:
             raise MalformedRecord(f"protected header is not CBOR: {e}") from e
@@ -202,6 +290,7 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> S
     if len(data) > max_bytes:
         raise MalformedRecord(f"record is {len(data)} bytes, limit is {max_bytes}", reason="oversize")
     try:
+        cbor_det.check_strict(data)
         outer = cbor2.loads(data)
     except Exception as e:
         raise MalformedRecord(f"not CBOR: {e}", reason="not_cbor") from e
@@ -227,6 +316,9 @@ def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Re
     if not protected:
         raise MalformedRecord("protected header must not be empty in this profile")
     hdr = msg.protected_map()
+    if isinstance(hdr.get(L.ALG), str):  # a registered COSE alg may be text; none of ours is
+        raise UnsupportedAlgorithm(f"algorithm {hdr[L.ALG]!r:.40} is not accepted; "
+                                   f"expected one of {sorted(L.ACCEPTED_ALGS)}")
     alg = _require(hdr, L.ALG, int, "alg")
     if alg not in L.ACCEPTED_ALGS:
         raise UnsupportedAlgorithm(f"algorithm {alg!r} is not accepted; expected one of {sorted(L.ACCEPTED_ALGS)}")

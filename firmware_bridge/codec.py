@@ -348,5 +348,5 @@ def decode_frame(wire: bytes) -> Frame:
         raise FrameError("cobs", "expected one frame, got a 0x00 delimiter inside")
     body = cobs_decode(core)
     if body is None:
-        raise FrameError("cobs", "COBS block lengths do not match the bytes that arrived")
+        raise FrameError("cobs", f"expected COBS blocks that end with the frame, got {len(core)} bytes that do not")
     return decode_body(body)

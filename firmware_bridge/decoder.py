@@ -114,7 +114,8 @@ class FrameDecoder:
             return None
         body = cobs_decode(part)
         if body is None:
-            self._error(FrameError("cobs", "COBS block lengths do not match the bytes between delimiters"))
+            detail = f"expected COBS blocks that end with the frame, got {len(part)} bytes that do not"
+            self._error(FrameError("cobs", detail))
             return None
         try:
             version, ftype, flags, counter = check_body(body)

@@ -52,7 +52,7 @@ def _crl_status(crl: x509.CertificateRevocationList, now: datetime, out: Output)
     return {
         "next_update": nxt.isoformat() if nxt else None,
         "days_left": round(days_left, 2) if days_left is not None else None,
-        "revoked": len(list(crl)),
+        "crl_entries": len(list(crl)),
     }
 
 
@@ -113,7 +113,7 @@ def cmd_ca_revoke(args: argparse.Namespace, out: Output) -> dict[str, Any]:
         status = _crl_status(crl, now, out)
     for r in rows:
         out.say(f"revoked {r.identity} serial {r.serial:x}")
-    out.say(f"CRL written to {args.ca_dir / 'crl.pem'} ({status['revoked']} revoked); copy it to every broker "
+    out.say(f"CRL written to {args.ca_dir / 'crl.pem'} ({status['crl_entries']} revoked); copy it to every broker "
             "(then SIGHUP mosquitto) and aggregator")
     return {"revoked": [{"device_id": r.identity, "serial": format(r.serial, "x")} for r in rows],
             "crl": str(args.ca_dir / "crl.pem"), **status}
@@ -127,12 +127,12 @@ def cmd_ca_crl(args: argparse.Namespace, out: Output) -> dict[str, Any]:
             raise InvalidInput(f"{args.ca_dir} holds no fleet CA")
         status = _crl_status(load_crl(path), now, out)
         out.say(f"CRL {path}: next update {status['next_update']} ({status['days_left']} days), "
-                f"{status['revoked']} revoked")
+                f"{status['crl_entries']} revoked")
         return {"crl": str(path), "written": False, **status}
     with FleetCa.open(args.ca_dir) as ca:
         crl = ca.write_crl(now=now, days=args.days)
     status = _crl_status(crl, now, out)
-    out.say(f"CRL written to {path}: next update {status['next_update']}, {status['revoked']} revoked")
+    out.say(f"CRL written to {path}: next update {status['next_update']}, {status['crl_entries']} revoked")
     return {"crl": str(path), "written": True, **status}
 
 

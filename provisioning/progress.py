@@ -1,7 +1,7 @@
 """A dependency-free progress bar on stderr for bulk commands (``fleet sign``).
 
-Redrawn in place with ``\\r`` at most ~100 times per run, and finished with a newline, so it stays cheap for
-thousands of items and readable when stderr is a log file.
+On a terminal it is redrawn in place with ``\\r`` at most ~100 times per run; when stderr is a file or a pipe
+(journald, CI logs) it prints one line per 10 %, so logs stay readable.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class ProgressBar:
         self.width = width
         self.done = 0
         self.rejected = 0
-        self._step = max(1, self.total // 100)
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._step = max(1, self.total // (100 if self._tty else 10))
 
     def advance(self, *, rejected: bool = False) -> None:
         self.done += 1
@@ -40,11 +41,13 @@ class ProgressBar:
 
     def _draw(self) -> None:
         if self.enabled:
-            self.stream.write("\r" + self.render())
+            self.stream.write(("\r" + self.render()) if self._tty else (self.render() + "\n"))
             self.stream.flush()
 
     def finish(self) -> None:
-        if self.enabled:
+        if self.enabled and self._tty:
             self._draw()
             self.stream.write("\n")
             self.stream.flush()
+        elif self.enabled and self.done % self._step != 0 and self.done != self.total:
+            self._draw()

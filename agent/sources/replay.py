@@ -75,6 +75,7 @@ class ReplaySource(Source):
                 self.channel_names = tuple(h for i, h in enumerate(names) if i != self._t_col)
                 if not self.channel_names:
                     raise SourceError(f"{cfg.path}: expected at least one channel column, got header {names}")
+                self._ch_idx = np.array([i for i in range(self._ncols) if i != self._t_col], dtype=np.intp)
                 rate = cfg.rate_hz if cfg.rate_hz is not None else self._probe_rate(reader)
         except OSError as e:
             raise SourceError(f"{cfg.path}: cannot read replay file: {e.strerror or e}") from e
@@ -84,7 +85,6 @@ class ReplaySource(Source):
             raise SourceError(f"{cfg.path}: expected a positive sample rate, got {rate!r}")
         self.rate_hz = float(rate)
         self._period_us = 1e6 / self.rate_hz
-        self._ch_idx = np.array([i for i in range(self._ncols) if i != self._t_col], dtype=np.intp)
 
     @property
     def channels(self) -> int:

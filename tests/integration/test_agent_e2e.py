@@ -35,10 +35,11 @@ def cwt_key(key_path: Path):
     return cwt.COSEKey.from_pem(pem, alg="ESP256", kid=signer.kid)
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_agent_publishes_verified_contiguous_correct_results(tmp_path: Path, mosquitto: Mosquitto,
-                                                             unique_id: str) -> None:
+                                                             unique_id: str, protocol: str) -> None:
     device = f"dev-{unique_id}"
-    cfg = agent_config(tmp_path, device, mosquitto.url)
+    cfg = agent_config(tmp_path, device, mosquitto.url, mqtt={"protocol": protocol})
     conf = write_config(tmp_path / "agent.toml", cfg)
     rec = Recorder(mosquitto.url, [f"edge/v1/{device}/#"])
     agent = AgentProcess(conf).start()

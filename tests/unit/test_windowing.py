@@ -184,8 +184,8 @@ def test_windows_do_not_depend_on_how_samples_are_split(
         np.testing.assert_array_equal(wa.data, wb.data)
         np.testing.assert_array_equal(wa.data, ww.data)
         # time stamps follow the rate from the stream start, whatever the split
-        assert wa.t_start_us == wb.t_start_us == ww.t_start_us == round(t0 + k * hop * period)
-        assert wa.t_end_us == wb.t_end_us == ww.t_end_us == round(t0 + (k * hop + window) * period)
+        assert wa.t_start_us == wb.t_start_us == ww.t_start_us == t0 + round(k * hop * period)
+        assert wa.t_end_us == wb.t_end_us == ww.t_end_us == t0 + round((k * hop + window) * period)
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,0 +1,276 @@
+"""``edge-agent demo``: the whole system on one machine, with nothing installed but the package.
+
+An embedded broker (amqtt, MQTT 3.1.1) unless ``--broker`` names a real one, a throwaway fleet CA and device
+key in a temp dir, the agent on the simulated source cycling through the four vibration classes, and an
+aggregator on SQLite that verifies every record back to the CA. A live table shows verified results per
+class; the run ends after ``--seconds`` with a summary. Exit 0 only if every published record verified and
+was stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent.config import check_environment, parse_config
+from agent.embedded_broker import EmbeddedBroker
+from agent.service import Agent
+from envelope import open_record
+from firmware_bridge.signal_model import CLASSES
+
+log = logging.getLogger(__name__)
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+SUMMARY_KEYS = ("published", "verified", "stored", "rejected", "gaps")
+
+
+@dataclass
+class Tally:
+    """What the demo has seen in the aggregator's store so far."""
+
+    last_rowid: int = 0
+    by_label: Counter[str] = field(default_factory=Counter)
+    truth: Counter[str] = field(default_factory=Counter)
+    correct: Counter[str] = field(default_factory=Counter)
+
+
+def _model_path() -> Path:
+    path = REPO_MODELS / "vibration-int8.tflite"
+    if not path.is_file():
+        raise SystemExit(f"demo model {path} is missing (it ships with the source tree)")
+    return path
+
+
+def _provision(work: Path, device_id: str) -> tuple[Path, Path, Path, Path]:
+    """Fleet CA, device key (0600, on the 'device'), certificate, CRL. Returns key, cert, CA bundle, CRL."""
+    from provisioning import FleetCa, create_file_key  # noqa: PLC0415
+
+    now = datetime.now(timezone.utc)
+    key_path = work / "device" / "keys" / "device.key"
+    signer = create_file_key(key_path)
+    ca = FleetCa.init(work / "fleet-ca", "demo-fleet", now=now)
+    try:
+        _row, cert = ca.issue(device_id, signer.public_key(), now=now, days=1)
+        cert_path = work / "device" / "keys" / "device.crt"
+        cert_path.write_bytes(ca.chain_pem(cert))
+        bundle = work / "fleet-ca.pem"
+        bundle.write_bytes(ca.ca_bundle)
+        ca.write_crl(now=now)
+        crl = work / "fleet-ca" / "crl.pem"
+    finally:
+        ca.close()
+    return key_path, cert_path, bundle, crl
+
+
+def _tally(store_path: Path, device_id: str, tally: Tally, agent: Agent) -> None:
+    """Count newly stored results per label, and per true class where the simulator can tell."""
+    try:
+        conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return
+    try:
+        rows = conn.execute("SELECT rowid, record FROM records WHERE device_id = ? AND kind = 'result' AND rowid > ? "
+                            "ORDER BY rowid", (device_id, tally.last_rowid)).fetchall()
+    except sqlite3.Error:
+        rows = []
+    finally:
+        conn.close()
+    source = agent.pipelines[0].source if agent.pipelines else None
+    fault_during = getattr(source, "fault_during", None)
+    for rowid, raw in rows:
+        tally.last_rowid = max(tally.last_rowid, int(rowid))
+        payload = open_record(bytes(raw)).payload()
+        label = payload["label"]
+        tally.by_label[label] += 1
+        if fault_during is not None:
+            t0_us = payload["t0_ms"] * 1000
+            truth = fault_during(t0_us + 1000, t0_us + payload["n"] * 1000 - 1000)
+            if truth:
+                tally.truth[truth] += 1
+                tally.correct[truth] += label == truth
+
+
+def _table(elapsed: float, agent: Agent, agg_stats: Any, tally: Tally, rate: float) -> str:
+    snap = agent.snapshot()
+    lines = [
+        f"edge-agent demo  t={elapsed:5.1f}s  device {agent.cfg.device_id}  broker {agent.cfg.mqtt.url}",
+        "",
+        f"  {'class':<15}{'verified results':>18}{'true windows':>14}{'correct':>10}",
+    ]
+    for cls in (*CLASSES, "uncertain"):
+        if cls == "uncertain" and not tally.by_label[cls]:
+            continue
+        truth = tally.truth[cls]
+        pct = f"{100.0 * tally.correct[cls] / truth:5.1f}%" if truth else "    -"
+        lines.append(f"  {cls:<15}{tally.by_label[cls]:>18}{truth:>14}{pct:>10}")
+    ob = snap["outbox"]
+    lines += [
+        "",
+        f"  published {snap['mqtt'].get('published', 0):>7}   verified {agg_stats.verified:>7}   "
+        f"stored {agg_stats.stored:>7}   rejected {agg_stats.rejected_total:>4}",
+        f"  outbox depth {ob['depth']:>6}   acked seq {ob['acked_seq']:>7}   rate {rate:7.1f} records/s",
+    ]
+    return "\n".join(lines)
+
+
+def _stored_seqs(store_path: Path, device_id: str) -> set[int]:
+    conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return {int(s) for (s,) in conn.execute("SELECT seq FROM records WHERE device_id = ?", (device_id,))}
+    finally:
+        conn.close()
+
+
+def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO = sys.stdout,
+             keep: bool = False) -> int:
+    """Run the demo; returns the exit code (0 only when every published record verified and was stored)."""
+    from aggregator import AggregatorService  # noqa: PLC0415 - an aggregator host never imports agent
+    from aggregator import parse_config as parse_aggregator_config  # noqa: PLC0415
+
+    work = Path(tempfile.mkdtemp(prefix="edge-demo-"))
+    device_id = f"demo-{secrets.token_hex(3)}"
+    broker: EmbeddedBroker | None = None
+    agent: Agent | None = None
+    agg: Any = None
+    live = not as_json and out.isatty()
+    try:
+        if broker_url is None:
+            broker = EmbeddedBroker().start()
+            url, protocol = broker.url, "3.1.1"
+        else:
+            url, protocol = broker_url, "5"
+        prefix = f"edge/v1/demo-{secrets.token_hex(3)}" if broker_url else "edge/v1"
+        key_path, cert_path, bundle, crl = _provision(work, device_id)
+        store_path = work / "aggregator" / "records.db"
+        store_path.parent.mkdir()
+        agg_cfg = parse_aggregator_config({
+            "mqtt": {"url": url, "protocol": protocol, "client_id": f"demo-aggregator-{secrets.token_hex(3)}",
+                     "topic_prefix": prefix},
+            "store": {"url": str(store_path)},
+            "trust": {"ca_files": [str(bundle)], "crl_files": [str(crl)]},
+        }, str(work / "aggregator.toml"))
+        agg = AggregatorService(agg_cfg)
+        agg.start()
+
+        cycle_s = max(1.0, seconds / 8)
+        agent_cfg = parse_config({
+            "device_id": device_id,
+            "key_uri": f"file:{key_path}",
+            "certificate": str(cert_path),
+            "pipeline": [{
+                "stream": "vibration", "model": str(_model_path()), "window": 128, "hop": 32,
+                "score_threshold": 0.6,
+                "source": {"type": "simulated", "fault": "cycle", "cycle_s": cycle_s, "realtime": True},
+            }],
+            "outbox": {"path": str(work / "device" / "outbox.db"), "delivery": "aggregator", "resend_after_s": 5.0},
+            "mqtt": {"url": url, "protocol": protocol, "topic_prefix": prefix, "keepalive_s": 15},
+            "telemetry": {"interval_s": max(2.0, seconds / 4)},
+        }, str(work / "agent.toml"))
+        check_environment(agent_cfg)
+        agent = Agent(agent_cfg)
+        agent.start()
+
+        tally = Tally()
+        start = time.monotonic()
+        last_print = 0.0
+        last_stored, last_t = 0, start
+        rate = 0.0
+        while (elapsed := time.monotonic() - start) < seconds:
+            time.sleep(min(0.25, max(0.0, seconds - elapsed)))
+            _tally(store_path, device_id, tally, agent)
+            now = time.monotonic()
+            if now - last_print >= 1.0 and not as_json:
+                st = agg.stats()
+                rate = (st.stored - last_stored) / max(1e-6, now - last_t)
+                last_stored, last_t = st.stored, now
+                text = _table(now - start, agent, st, tally, rate)
+                if live:
+                    out.write("\x1b[H\x1b[2J" + text + "\n")
+                else:
+                    out.write(text + "\n\n")
+                out.flush()
+                last_print = now
+
+        # Stop the sensor side, then let everything committed reach the aggregator and be acknowledged.
+        for runner in agent.pipelines:
+            runner.stop()
+        for runner in agent.pipelines:
+            runner.join(5.0)
+        assert agent.outbox is not None
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            ob = agent.outbox
+            if agent.drafts.empty() and ob.acked_seq >= ob.last_seq > 0:
+                break
+            time.sleep(0.05)
+        agent.stop()
+        agent_stopped = True
+        published = agent.outbox.last_seq
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and len(_stored_seqs(store_path, device_id)) < published:
+            time.sleep(0.05)
+        agg.stop()
+        st = agg.stats()
+        _tally(store_path, device_id, tally, agent)
+        stored = _stored_seqs(store_path, device_id)
+        summary = {
+            "published": published,
+            "verified": st.verified - st.duplicates,
+            "stored": len(stored),
+            "rejected": st.rejected_total,
+            "gaps": len(set(range(1, published + 1)) - stored),
+        }
+        ok = summary["published"] == summary["verified"] == summary["stored"] > 0 and not summary["rejected"] \
+            and not summary["gaps"]
+        if as_json:
+            out.write(json.dumps(summary) + "\n")
+        else:
+            out.write(_table(time.monotonic() - start, agent, st, tally, rate) + "\n\n")
+            out.write("summary: " + ", ".join(f"{k} {summary[k]}" for k in SUMMARY_KEYS) + "\n")
+            out.write("every published record was verified against the fleet CA and stored\n" if ok else
+                      "NOT every published record was verified and stored\n")
+        return 0 if ok else 1
+    finally:
+        if agent is not None and not locals().get("agent_stopped"):
+            agent.stop()
+        if agg is not None:
+            agg.stop()
+        if broker is not None:
+            broker.stop()
+        if keep:
+            print(f"demo files kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.seconds <= 0:
+        print("edge-agent demo: --seconds must be > 0", file=sys.stderr)
+        return 2
+    return run_demo(args.seconds, args.broker, args.json, keep=args.keep)
+
+
+def add_demo_parser(sub: Any) -> None:
+    """Register ``edge-agent demo`` on the CLI's subparsers."""
+    p = sub.add_parser("demo", help="run broker, agent and aggregator on this machine and show it working")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
+    p.add_argument("--broker", default=None, help="use this broker (mqtt://host:port, MQTT 5) instead of the "
+                                                  "embedded one")
+    p.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (keys, databases) for inspection")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
+    p.set_defaults(func=cmd_demo)

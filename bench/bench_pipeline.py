@@ -1,0 +1,274 @@
+"""B1 and B2: how close the agent's pipeline and delivery path come to the runtime's and the crypto's limits.
+
+B1 - pipeline records/s with the MobileNetV2 int8 model (``models/bench-mobilenetv2-int8.tflite``) against
+a raw ``invoke()`` loop on the same model, in the same process, runs interleaved (raw, pipeline, raw, ...)
+so machine noise hits both alike. The pipeline is the agent's ``PipelineRunner`` (windowing, quantize,
+input sha256, invoke, payload, draft onto the bounded queue) fed by an in-memory camera-like source
+(pre-made 96x96x3 frames: the figure measures the agent, not an image generator); a drain thread empties
+the queue in batches the way the committer does.
+
+B2 - signed, committed and broker-acknowledged records/s: the whole agent (``agent.service.Agent``:
+simulated vibration source in non-realtime mode, 17 KB model, P-256 file key, SQLite outbox with
+synchronous=FULL, delivery ``broker``, i.e. a row is deleted on PUBACK) against a private Mosquitto; the
+figure is PUBACKs/s over the measuring window after a warm-up. Baselines in the same child process: a raw
+``invoke()`` loop on the 17 KB model and a raw P-256 sign loop. Each run is a fresh child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    MOBILENET_MODEL,
+    VIBRATION_MODEL,
+    child_main,
+    fmt,
+    median,
+    proc_cpu_seconds,
+    row,
+    run_child,
+    spread,
+    tempdir,
+    write_agent_config,
+)
+
+B1_GOAL = 0.95
+B2_GOAL = 8000.0
+
+
+# ----- baselines ---------------------------------------------------------------------------------------------
+def raw_invoke_rate(model: Path, seconds: float) -> float:
+    """invoke()/s of a bare interpreter on ``model`` (input zeros, 1 thread): the runtime's own limit."""
+    import numpy as np  # noqa: PLC0415
+
+    from agent.inference import _load_runtime  # noqa: PLC0415 - the same runtime the agent uses
+
+    interp_cls, _ = _load_runtime()
+    interp = interp_cls(model_path=str(model), num_threads=1)
+    interp.allocate_tensors()
+    d = interp.get_input_details()[0]
+    interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
+    invoke = interp.invoke
+    for _ in range(20):
+        invoke()
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        for _ in range(50):
+            invoke()
+        n += 50
+        t = time.perf_counter()
+        if t >= deadline:
+            return n / (t - t0)
+
+
+def raw_sign_rate(seconds: float, key_path: Path | None = None) -> float:
+    """P-256 signs/s over a 300-byte message with the agent's signer class (the crypto's limit)."""
+    from provisioning import SoftwareSigner, load_file_signer  # noqa: PLC0415
+
+    signer = load_file_signer(key_path) if key_path else SoftwareSigner.generate("p256")
+    msg = bytes(range(256)) + bytes(44)
+    sign = signer.sign
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        for _ in range(100):
+            sign(msg)
+        n += 100
+        t = time.perf_counter()
+        if t >= deadline:
+            return n / (t - t0)
+
+
+# ----- B1 ----------------------------------------------------------------------------------------------------
+def _mobilenet_meta() -> Any:
+    """Metadata for the benchmark-only MobileNetV2 (its JSON has no labels: weights are random)."""
+    from agent.model_meta import ModelMeta  # noqa: PLC0415
+
+    return ModelMeta(
+        name="bench-mobilenetv2", version="1", labels=tuple(f"class{i}" for i in range(10)),
+        input_shape=(1, 96, 96, 3), input_dtype="int8", output_dtype="int8", sample_rate_hz=96 * 96 * 30.0,
+        window=96 * 96, channels=3, channel_names=("r", "g", "b"), unit="", mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0), source=str(MOBILENET_MODEL),
+    )
+
+
+class FrameSource:
+    """Pre-made frames (96*96 samples x 3 channels in [-1, 1]) as fast as they are taken."""
+
+    name = "frames"
+
+    def __init__(self, rate_hz: float) -> None:
+        import numpy as np  # noqa: PLC0415
+
+        rng = np.random.default_rng(7)
+        self._frames = [rng.uniform(-1, 1, (96 * 96, 3)).astype(np.float32) for _ in range(8)]
+        self._rate = rate_hz
+        self._closed = threading.Event()
+
+    def blocks(self) -> Iterator[Any]:
+        from agent.sources.base import SampleBlock  # noqa: PLC0415
+
+        t0 = int(time.time() * 1e6)
+        n = 0
+        per_frame_us = 96 * 96 * 1e6 / self._rate
+        while not self._closed.is_set():
+            yield SampleBlock(t0 + round(n * per_frame_us), self._rate, self._frames[n % 8])
+            n += 1
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+
+def _pipeline_rate(seconds: float) -> float:
+    """Drafts/s out of a ``PipelineRunner`` on MobileNetV2 (fresh runner, warmed up first)."""
+    from agent.inference import Model  # noqa: PLC0415
+    from agent.outbox import Draft  # noqa: PLC0415
+    from agent.pipeline import PipelineRunner  # noqa: PLC0415
+    from agent.settings import PipelineConfig, ReplaySourceConfig  # noqa: PLC0415
+
+    meta = _mobilenet_meta()
+    model = Model.load(str(MOBILENET_MODEL), meta)
+    cfg = PipelineConfig(stream="camera", source=ReplaySourceConfig(path="(in memory)"), model=str(MOBILENET_MODEL),
+                         metadata="(in memory)", window=96 * 96, hop=96 * 96)
+    out: queue.Queue[Draft] = queue.Queue(maxsize=cfg.queue_windows * 4)
+    source = FrameSource(meta.sample_rate_hz)
+    runner = PipelineRunner(cfg, meta, model, source, "edge/v1/bench/result/camera", out, lambda: 0)  # type: ignore[arg-type]
+    count = [0]
+    stop = threading.Event()
+
+    def drain() -> None:  # like the committer: block for one, then take what is waiting
+        while not stop.is_set():
+            try:
+                out.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            n = 1
+            try:
+                while n < 256:
+                    out.get_nowait()
+                    n += 1
+            except queue.Empty:
+                pass
+            count[0] += n
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    runner.start()
+    try:
+        warm = time.monotonic() + min(1.0, seconds / 2)
+        while time.monotonic() < warm and not runner.done.is_set():
+            time.sleep(0.05)
+        c0, t0 = runner.stats.results, time.perf_counter()
+        time.sleep(seconds)
+        c1, t1 = runner.stats.results, time.perf_counter()
+        if runner.failed:
+            raise RuntimeError(f"pipeline failed: {runner.failed!r}")
+    finally:
+        runner.stop()
+        runner.join(5.0)
+        stop.set()
+        drainer.join(2.0)
+    return (c1 - c0) / (t1 - t0)
+
+
+def child_b1(seconds: float, rounds: int) -> dict[str, Any]:
+    """Interleaved raw-invoke and pipeline runs on MobileNetV2 in this process."""
+    logging.basicConfig(level=logging.WARNING)
+    raw, pipe = [], []
+    for _ in range(rounds):
+        raw.append(raw_invoke_rate(MOBILENET_MODEL, seconds))
+        pipe.append(_pipeline_rate(seconds))
+    return {"raw": raw, "pipeline": pipe}
+
+
+def b1(quick: bool) -> list[dict[str, Any]]:
+    res = run_child("bench_pipeline", "b1", {"seconds": 2.0 if quick else 4.0, "rounds": 3 if quick else 5})
+    ratios = [p / r for p, r in zip(res["pipeline"], res["raw"], strict=True)]
+    value = median(res["pipeline"])
+    ratio = median(ratios)
+    return [row("B1", "pipeline records/s, MobileNetV2 int8", value, "records/s",
+                baseline=f"raw invoke() {fmt(median(res['raw']))}/s", ratio=ratio, goal=f"ratio ≥ {B1_GOAL}",
+                passed=ratio >= B1_GOAL, note=f"ratio per round {spread(ratios)}")]
+
+
+# ----- B2 ----------------------------------------------------------------------------------------------------
+def child_b2(seconds: float, warmup: float, baseline_s: float) -> dict[str, Any]:
+    """Full agent (in this process) against a private broker; PUBACKs/s over ``seconds`` after ``warmup``."""
+    import psutil  # noqa: PLC0415
+
+    from agent.config import load_config  # noqa: PLC0415
+    from agent.service import Agent  # noqa: PLC0415
+    from bench.common import broker  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.WARNING)
+    import os  # noqa: PLC0415
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
+    work = tempdir("b2")
+    with broker() as b:
+        cfg_path = write_agent_config(
+            work, b.url, delivery="broker",
+            source={"type": "simulated", "fault": "cycle", "cycle_s": 30.0, "realtime": False, "seed": 1})
+        key_path = work / "keys" / "device.key"
+        invoke = raw_invoke_rate(VIBRATION_MODEL, baseline_s)
+        sign = raw_sign_rate(baseline_s, key_path)
+        agent = Agent(load_config(str(cfg_path)))
+        agent.start()
+        try:
+            assert agent.link is not None
+            link = agent.link
+            deadline = time.monotonic() + warmup
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+            broker_proc = psutil.Process(b.proc.pid)
+            bc0 = sum(broker_proc.cpu_times()[:2])
+            p0, cpu0, t0 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
+            time.sleep(seconds)
+            p1, cpu1, t1 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
+            bc1 = sum(broker_proc.cpu_times()[:2])
+            backlog = agent.outbox.depth if agent.outbox else 0
+        finally:
+            agent.stop()
+    n = max(1, p1 - p0)
+    return {"rate": (p1 - p0) / (t1 - t0), "cpu_us": (cpu1 - cpu0) / n * 1e6, "broker_cpu_us": (bc1 - bc0) / n * 1e6,
+            "invoke": invoke, "sign": sign, "backlog": backlog}
+
+
+def b2(quick: bool) -> list[dict[str, Any]]:
+    runs = [run_child("bench_pipeline", "b2", {"seconds": 3.0 if quick else 8.0, "warmup": 2.0,
+                                               "baseline_s": 0.5 if quick else 1.0})
+            for _ in range(3 if quick else 5)]
+    rates = [r["rate"] for r in runs]
+    value = median(rates)
+    invoke = median(r["invoke"] for r in runs)
+    sign = median(r["sign"] for r in runs)
+    cpu = median(r["cpu_us"] for r in runs)
+    bcpu = median(r["broker_cpu_us"] for r in runs)
+    return [row("B2", "signed + committed + PUBACKed records/s, 17 KB model", value, "records/s",
+                baseline=f"raw invoke() {fmt(invoke)}/s; raw sign {fmt(sign)}/s", ratio=value / sign,
+                goal=f"≥ {B2_GOAL:,.0f} records/s", passed=value >= B2_GOAL,
+                note=f"{spread(rates)}; agent CPU {fmt(cpu)} µs/record, broker {fmt(bcpu)} µs/record; "
+                     "ratio vs raw sign")]
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """B1 and B2 rows."""
+    return b1(quick) + b2(quick)
+
+
+if __name__ == "__main__":
+    sys.setrecursionlimit(10000)
+    child_main(globals())
