@@ -14,6 +14,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -212,8 +213,12 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     base_dir = os.path.dirname(os.path.abspath(source_file))
     p = _Problems()
     top = _Table(data, "", p)
-    device_id = top.get("device_id", str, "", required=True, check=_matches(
+    device_id = top.get("device_id", str, "", check=_matches(
         DEVICE_ID_RE, "must be 3-64 of lowercase letters, digits and '-', starting with a letter or digit"))
+    device_id_file = top.get("device_id_file", str, None)
+    if ("device_id" in data) == (device_id_file is not None):
+        p.add("device_id", "give exactly one of device_id or device_id_file (the file first boot writes, "
+                           "e.g. /var/lib/edge-agent/device-id, so one config serves every device)")
     key_uri = top.get("key_uri", str, "", required=True, check=_key_uri)
     log_level = top.get("log_level", str, "INFO", check=_one_of("DEBUG", "INFO", "WARNING", "ERROR"))
     certificate = top.get("certificate", str, None)
@@ -310,6 +315,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     return AgentConfig(source_file=source_file, device_id=device_id, key_uri=key_uri, pipelines=tuple(pipelines),
                        outbox=outbox, mqtt=mqtt, telemetry=telemetry, watchdog=watchdog, status=status,
                        log_level=log_level,
+                       device_id_file=_resolve(base_dir, device_id_file) if device_id_file else None,
                        certificate=_resolve(base_dir, certificate) if certificate else None)
 
 
@@ -366,6 +372,22 @@ def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
     except UnicodeDecodeError:
         raise ConfigError(path, [("(syntax)", "not valid UTF-8 text")]) from None
     cfg = parse_config(data, path)
+    if cfg.device_id_file:
+        cfg = replace(cfg, device_id=read_device_id(cfg.device_id_file, path))
     if check_files:
         check_environment(cfg)
     return cfg
+
+
+def read_device_id(id_file: str, config_path: str) -> str:
+    """The device id from the file first boot wrote (``edge-provision device init``)."""
+    try:
+        with open(id_file, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise ConfigError(config_path, [("device_id_file", f"cannot read {id_file}: {e.strerror}; has first-boot "
+                                                           "provisioning (edge-agent-provision.service) run?")]) from None
+    if not DEVICE_ID_RE.match(value):
+        raise ConfigError(config_path, [("device_id_file", f"{id_file} holds {value[:70]!r}, not a device id "
+                                                           "(3-64 of [a-z0-9-])")])
+    return value

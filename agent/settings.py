@@ -127,4 +127,5 @@ class AgentConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
+    device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

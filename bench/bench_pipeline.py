@@ -221,7 +221,8 @@ def child_b2(seconds: float, warmup: float, baseline_s: float) -> dict[str, Any]
     with broker() as b:
         cfg_path = write_agent_config(
             work, b.url, delivery="broker",
-            source={"type": "simulated", "fault": "cycle", "cycle_s": 30.0, "realtime": False, "seed": 1})
+            source={"type": "simulated", "fault": "cycle", "cycle_s": 30.0, "realtime": False, "seed": 1,
+                    "block_samples": int(os.environ.get("BENCH_BLOCK", "1024"))})
         key_path = work / "keys" / "device.key"
         invoke = raw_invoke_rate(VIBRATION_MODEL, baseline_s)
         sign = raw_sign_rate(baseline_s, key_path)
@@ -235,16 +236,21 @@ def child_b2(seconds: float, warmup: float, baseline_s: float) -> dict[str, Any]
                 time.sleep(0.05)
             broker_proc = psutil.Process(b.proc.pid)
             bc0 = sum(broker_proc.cpu_times()[:2])
+            cm = agent.committer
+            assert cm is not None
+            k0, c0 = cm.stats.commits, cm.stats.committed
             p0, cpu0, t0 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
             time.sleep(seconds)
             p1, cpu1, t1 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
+            k1, c1 = cm.stats.commits, cm.stats.committed
             bc1 = sum(broker_proc.cpu_times()[:2])
             backlog = agent.outbox.depth if agent.outbox else 0
         finally:
             agent.stop()
     n = max(1, p1 - p0)
     return {"rate": (p1 - p0) / (t1 - t0), "cpu_us": (cpu1 - cpu0) / n * 1e6, "broker_cpu_us": (bc1 - bc0) / n * 1e6,
-            "invoke": invoke, "sign": sign, "backlog": backlog}
+            "invoke": invoke, "sign": sign, "backlog": backlog,
+            "batch": (c1 - c0) / max(1, k1 - k0)}
 
 
 def b2(quick: bool) -> list[dict[str, Any]]:

@@ -32,6 +32,19 @@ def ro(db: Path) -> sqlite3.Connection:
     return conn
 
 
+def outbox_rows(db: Path) -> set[int]:
+    """Seqs still waiting in the agent's outbox."""
+    if not db.exists():
+        return set()
+    conn = ro(db)
+    try:
+        return {int(r[0]) for r in conn.execute("SELECT seq FROM records")}
+    except sqlite3.OperationalError:
+        return set()
+    finally:
+        conn.close()
+
+
 def outbox_meta(db: Path, key: str) -> int:
     """A counter of the agent's outbox (last_seq, acked_seq, epoch, evicted_records...)."""
     if not db.exists():

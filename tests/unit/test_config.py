@@ -189,3 +189,25 @@ def test_check_config_cli_accepts_valid(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout
+
+
+def test_device_id_from_file_lets_one_config_serve_every_device(tmp_path: Path) -> None:
+    data = base_config(tmp_path)
+    del data["device_id"]
+    data["device_id_file"] = str(tmp_path / "device-id")
+    path = write_toml(tmp_path / "agent.toml", _to_toml(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "first-boot" in dict(err.value.problems)["device_id_file"]
+    (tmp_path / "device-id").write_text("node-0042\n")
+    assert load_config(str(path)).device_id == "node-0042"
+    (tmp_path / "device-id").write_text("Not An Id\n")
+    with pytest.raises(ConfigError, match="not a device id"):
+        load_config(str(path))
+
+
+def test_device_id_and_file_are_exclusive(tmp_path: Path) -> None:
+    data = base_config(tmp_path)
+    data["device_id_file"] = "/var/lib/edge-agent/device-id"
+    with pytest.raises(ConfigError, match="exactly one of device_id or device_id_file"):
+        parse_config(data, "agent.toml")

@@ -1,0 +1,7 @@
+"""``python -m provisioning`` runs its CLI."""
+
+import sys
+
+from provisioning.cli import main
+
+sys.exit(main())
