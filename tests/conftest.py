@@ -7,6 +7,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests are derandomised so CI sees the same examples every run (a flaky test blocks everyone), and
+# have no per-example deadline (this 2-core machine is often loaded by broker and subprocess tests).
+settings.register_profile("project", derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
 from tests.support.mosquitto import Mosquitto
 

@@ -47,7 +47,8 @@ text = st.text(max_size=40)
 
 @st.composite
 def sensors(draw: st.DrawFn) -> SensorInfo:
-    unit = draw(st.text(max_size=5))
+    # The wire holds at most MAX_UNIT (15) UTF-8 bytes; 5 characters can take up to 20.
+    unit = draw(st.text(max_size=5).filter(lambda u: len(u.encode()) <= 15))
     return SensorInfo(draw(u8), draw(u8), draw(st.sampled_from(SampleFormat)), draw(st.integers(1, 16)),
                       draw(pos_f32), draw(f32), draw(f32), unit)
 
