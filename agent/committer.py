@@ -27,6 +27,11 @@ from envelope import RecordHeader, Signer, seal
 
 log = logging.getLogger(__name__)
 
+# A batch of results smaller than commit_batch waits up to this long for more before it is committed: at 50
+# records/s, 2 fsync'd commits a second instead of 50, each writing the meta, interior and freelist pages once
+# for 25 records instead of once per record (docs/benchmarks.md, B7). At high rates batches fill first; the
+# price is up to 0.5 s more latency at low rates.
+COMMIT_LINGER_S = 0.5
 URGENT_MAX = 16  # agent-made records (telemetry) waiting beside the pipelines' queue; oldest dropped beyond
 
 
@@ -51,7 +56,7 @@ class Committer:
 
     def __init__(self, outbox: Outbox, signer: Signer, device_id: str, topics: Topics, drafts: queue.Queue[Draft],
                  forward: Callable[[list[Row]], None], *, commit_batch: int, max_record_bytes: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, linger_s: float = COMMIT_LINGER_S) -> None:
         self.outbox = outbox
         self.signer = signer
         self.device_id = device_id
@@ -59,11 +64,13 @@ class Committer:
         self.drafts = drafts
         self.forward = forward
         self.commit_batch = commit_batch
+        self.linger_s = linger_s
         self.max_record_bytes = max_record_bytes
         self.clock = clock
         self.stats = CommitterStats(last_progress=time.monotonic())
         self._control: collections.deque[tuple[str, object]] = collections.deque()
         self._pending: list[Draft] = []
+        self._deferred_deletes: list[int] = []  # PUBACKed seqs, dropped with the next commit
         self._stop = threading.Event()
         self._rng = random.Random()
         self.on_commit: Callable[[CommitResult], None] | None = None
@@ -121,15 +128,15 @@ class Committer:
         record naming only this eviction would leave the ranges of the evicted earlier gap records unknown to
         the aggregator, whose contiguous point (and so its acks) would then never move again. In aggregator
         delivery every seq after the last ack that is no longer stored was evicted, so the range starts at
-        ``acked_seq + 1``: the newest gap record alone accounts for everything lost so far. ``count`` and
-        ``bytes`` are those of this eviction; ``first``..``last`` may be wider.
+        ``acked_seq + 1``: the newest gap record alone accounts for everything lost so far. ``count`` is the
+        size of that range (every seq in it was evicted); ``bytes`` is what this eviction freed.
         """
         self.stats.gap_records += 1
         first = plan.first
         if self.gap_from_ack:
             first = min(first, self.outbox.acked_seq + 1)
         return Draft(kind="gap", stream="gap", topic=self.topics.gap, capture_ms=int(self.clock() * 1000),
-                     payload={"first": first, "last": plan.last, "count": len(plan.seqs),
+                     payload={"first": first, "last": plan.last, "count": plan.last - first + 1,
                               "bytes": plan.freed_bytes, "reason": "outbox_full"})
 
     # ----- the loop --------------------------------------------------------------------------------
@@ -139,17 +146,27 @@ class Committer:
         room = self.commit_batch - len(self._pending)
         if room <= 0:
             return
+        linger = 0.0
         if not self._pending:
             try:
                 self._pending.append(self.drafts.get(timeout=0.2))
                 room -= 1
             except queue.Empty:
                 return
+            # A fresh batch of results may wait for company; a retried batch or a birth/gap record may not.
+            linger = self.linger_s if self._pending[0].kind == "result" else 0.0
+        deadline = time.monotonic() + linger
         while room > 0:
             try:
                 self._pending.append(self.drafts.get_nowait())
             except queue.Empty:
-                return
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return
+                try:
+                    self._pending.append(self.drafts.get(timeout=left))
+                except queue.Empty:
+                    return
             room -= 1
 
     def _apply_control(self) -> None:
@@ -164,13 +181,25 @@ class Committer:
                                     value, self.outbox.last_seq)
                         self.outbox.advance_seq(value)
                     self.outbox.delete_through(value)
-                else:
+                else:  # deleted with the next group commit (one transaction, pages written once)
                     assert isinstance(value, list)
-                    self.outbox.delete_seqs(value)
+                    self._deferred_deletes.extend(value)
             except OutboxError as e:
                 log.error("%s", e)
                 self.stats.outbox_errors += 1
                 return
+
+    def _delete_deferred(self) -> None:
+        """PUBACKed rows when no commit is coming to carry them (idle link, stopping)."""
+        if not self._deferred_deletes:
+            return
+        try:
+            self.outbox.delete_seqs(self._deferred_deletes)
+        except OutboxError as e:
+            log.error("%s", e)
+            self.stats.outbox_errors += 1
+            return
+        self._deferred_deletes = []
 
     def _run(self) -> None:
         attempt = 0
@@ -181,13 +210,15 @@ class Committer:
             self._apply_control()
             self._take()
             if not self._pending:
+                self._delete_deferred()
                 self.stats.last_progress = time.monotonic()
                 if stopping and self.drafts.empty():
                     return
                 continue
             try:
                 result = self.outbox.commit(self._pending, self.seal_draft, self.max_record_bytes,
-                                            self.gap_draft, int(self.clock() * 1000))
+                                            self.gap_draft, int(self.clock() * 1000),
+                                            delete_seqs=self._deferred_deletes)
             except OutboxError as e:
                 self.stats.outbox_errors += 1
                 self.stats.healthy = False
@@ -210,6 +241,7 @@ class Committer:
                 log.info("outbox writable again after %d failed commits", attempt)
             attempt = 0
             self._pending = []
+            self._deferred_deletes = []
             self.stats.healthy = True
             self.stats.unhealthy_since = None
             self.stats.last_error = None

@@ -385,8 +385,8 @@ def read_device_id(id_file: str, config_path: str) -> str:
         with open(id_file, encoding="utf-8") as f:
             value = f.read().strip()
     except OSError as e:
-        raise ConfigError(config_path, [("device_id_file", f"cannot read {id_file}: {e.strerror}; has first-boot "
-                                                           "provisioning (edge-agent-provision.service) run?")]) from None
+        msg = f"cannot read {id_file}: {e.strerror}; has first-boot provisioning (edge-agent-provision) run?"
+        raise ConfigError(config_path, [("device_id_file", msg)]) from None
     if not DEVICE_ID_RE.match(value):
         raise ConfigError(config_path, [("device_id_file", f"{id_file} holds {value[:70]!r}, not a device id "
                                                            "(3-64 of [a-z0-9-])")])

@@ -21,6 +21,7 @@ from agent.retention import EvictionPlan, bytes_to_free, plan_eviction
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+PAGE_SIZE = 1024  # for new outboxes; see Outbox.__init__
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
@@ -33,7 +34,24 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 
-_INSERT = "INSERT INTO records(seq, topic, retain, payload, created_ms) VALUES(?,?,?,?,?)"
+_ROWS_PER_INSERT = 100  # 500 parameters: below SQLite's oldest variable limit (999)
+_INSERT_SQL: dict[int, str] = {}
+
+
+def _insert_rows(db: sqlite3.Connection, rows: list[tuple[int, str, int, bytes, int]]) -> None:
+    """Insert ``rows`` with one multi-row INSERT per 100 rows.
+
+    One statement is one ``sqlite3_step``, i.e. one GIL release and re-acquire, where ``executemany`` makes
+    one per row: under load each re-acquire waits for the pipeline or MQTT thread to yield the GIL.
+    """
+    for i in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[i : i + _ROWS_PER_INSERT]
+        sql = _INSERT_SQL.get(len(chunk))
+        if sql is None:
+            sql = "INSERT INTO records(seq, topic, retain, payload, created_ms) VALUES " + ",".join(  # noqa: S608
+                ["(?,?,?,?,?)"] * len(chunk))
+            _INSERT_SQL[len(chunk)] = sql
+        db.execute(sql, [v for r in chunk for v in r])
 
 
 @dataclass(frozen=True)
@@ -98,8 +116,15 @@ class Outbox:
         self.max_bytes = max_bytes
         self._db = _connect(path)
         try:
+            # Only takes effect when the file is created. Every commit appends each page it touched to the
+            # WAL, and a group of ~430-byte records touches a handful of pages: 1 KiB pages cut the bytes
+            # written per record about threefold against 4 KiB ones (docs/benchmarks.md, B7).
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Debian builds SQLite with SECURE_DELETE: every freed page would be zeroed, i.e. written to the
+            # WAL once more. FAST still scrubs deleted rows inside pages that are written anyway.
+            self._db.execute("PRAGMA secure_delete=FAST")
             self._db.execute("PRAGMA journal_size_limit=4194304")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM records").fetchone()
@@ -149,10 +174,12 @@ class Outbox:
             self.last_seq = seq
 
     def commit(self, drafts: Sequence[Draft], seal: Sealer, max_record_bytes: int,
-               gap_draft: GapDraftFactory, now_ms: int) -> CommitResult:
+               gap_draft: GapDraftFactory, now_ms: int, *, delete_seqs: Sequence[int] = ()) -> CommitResult:
         """Seal and store ``drafts`` in one transaction, evicting oldest rows if the cap needs it.
 
-        Raises ``OutboxError`` (nothing stored, counters unchanged) when SQLite fails, e.g. disk full.
+        ``delete_seqs`` (broker mode: PUBACKed rows) are dropped in the same transaction: the pages they
+        free are reused by the new rows and written to the WAL once (docs/benchmarks.md, B7).
+        Raises ``OutboxError`` (nothing stored or deleted, counters unchanged) when SQLite fails, e.g. disk full.
         """
         result = CommitResult()
         seq = self.last_seq
@@ -161,9 +188,12 @@ class Outbox:
         evicted_records = self.evicted_records
         evicted_bytes = self.evicted_bytes
         db = self._db
-        inserts: list[tuple[int, str, int, bytes, int]] = []  # written with one executemany per turn
+        inserts: list[tuple[int, str, int, bytes, int]] = []  # written by _insert_rows, a few statements per turn
         try:
             db.execute("BEGIN IMMEDIATE")
+            removed, freed = self._delete_runs(delete_seqs)
+            depth -= removed
+            stored -= freed
             for draft in drafts:
                 data = seal(draft, self.epoch, seq + 1)
                 size = len(data)
@@ -173,7 +203,7 @@ class Outbox:
                 need = bytes_to_free(stored, size, self.max_bytes)
                 if need:
                     if inserts:  # the eviction plan reads the table: store what this turn sealed so far
-                        db.executemany(_INSERT, inserts)
+                        _insert_rows(db, inserts)
                         inserts.clear()
                     plan = plan_eviction(
                         db.execute("SELECT seq, LENGTH(payload) FROM records ORDER BY seq LIMIT 100000"), need)
@@ -201,7 +231,7 @@ class Outbox:
                 depth += 1
                 result.rows.append(Row(seq, draft.topic, data, draft.retain))
             if inserts:
-                db.executemany(_INSERT, inserts)
+                _insert_rows(db, inserts)
             self._set_meta("last_seq", seq)
             if evicted_records != self.evicted_records:
                 self._set_meta("evicted_records", evicted_records)
@@ -260,16 +290,7 @@ class Outbox:
         try:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
-            removed = 0
-            freed = 0
-            for first, last in _runs(seqs):  # PUBACKs arrive mostly in order: a few range deletes, not one per row
-                n, size = self._db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM records WHERE seq BETWEEN ? AND ?",
-                    (first, last)).fetchone()
-                if n:
-                    self._db.execute("DELETE FROM records WHERE seq BETWEEN ? AND ?", (first, last))
-                    removed += int(n)
-                    freed += int(size)
+            removed, freed = self._delete_runs(seqs)
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -285,6 +306,20 @@ class Outbox:
         self.depth -= removed
         self.stored_bytes -= freed
         return removed
+
+    def _delete_runs(self, seqs: Sequence[int]) -> tuple[int, int]:
+        """Delete ``seqs`` inside the open transaction; (rows removed, payload bytes freed)."""
+        removed = 0
+        freed = 0
+        for first, last in _runs(seqs):  # PUBACKs arrive mostly in order: a few range deletes, not one per row
+            n, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM records WHERE seq BETWEEN ? AND ?",
+                (first, last)).fetchone()
+            if n:
+                self._db.execute("DELETE FROM records WHERE seq BETWEEN ? AND ?", (first, last))
+                removed += int(n)
+                freed += int(size)
+        return removed, freed
 
     def close(self) -> None:
         try:

@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import backoff_delay
+from agent.mqtt_io import BufferedSocket, LeanClient, wrap_socket
 from agent.outbox import OutboxReader, Row
 from agent.settings import MqttConfig
 from agent.topics import Topics
@@ -113,7 +114,7 @@ class MqttLink:
     # ----- construction -------------------------------------------------------------------------------
     def _make_client(self, device_id: str) -> mqtt.Client:
         v5 = self.cfg.protocol == "5"
-        client = mqtt.Client(
+        client = LeanClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.cfg.client_id or device_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -296,6 +297,7 @@ class MqttLink:
                                 properties=props)
         else:  # MQTT 3.1.1: clean_session was set on the client
             self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s)
+        wrap_socket(self.client)  # read-ahead and write-behind: agent.mqtt_io
         self._last_progress = time.monotonic()
         self._last_in = time.monotonic()
 
@@ -339,8 +341,9 @@ class MqttLink:
         sock = self.client.socket()
         if sock is None:
             return
-        wants_write = self.client.want_write()
-        timeout = 0.0 if self._has_work() else 1.0
+        bsock = sock if isinstance(sock, BufferedSocket) else None
+        wants_write = self.client.want_write() or (bsock is not None and bsock.buffered_out)
+        timeout = 0.0 if self._has_work() or (bsock is not None and bsock.buffered_in) else 1.0
         rlist: list[Any] = [sock, self._wake_r]
         r, w, _ = select.select(rlist, [sock] if wants_write else [], [], timeout)
         if self._wake_r in r:
@@ -349,9 +352,11 @@ class MqttLink:
                     pass
             except BlockingIOError:
                 pass
-        if sock in r:
+        if sock in r or (bsock is not None and bsock.buffered_in):
             self._last_in = time.monotonic()
             self.client.loop_read()
+            while bsock is not None and bsock.buffered_in and self.client.socket() is bsock:
+                self.client.loop_read()  # select cannot see bytes already read ahead
         if self.client.socket() is not None and (sock in w or self.client.want_write()):
             self.client.loop_write()
         self.client.loop_misc()
@@ -361,6 +366,7 @@ class MqttLink:
         if self._session_up:
             self._check_resend()
             self._pump()
+        self._flush()  # one send for everything this turn queued
 
     def _has_work(self) -> bool:
         if not self._session_up or len(self._inflight) >= self._inflight_max:
@@ -422,14 +428,26 @@ class MqttLink:
             try:
                 self.client.publish(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True)
                 deadline = time.monotonic() + 1.0
-                while self.client.want_write() and time.monotonic() < deadline:
+                while self._unsent() and time.monotonic() < deadline:
                     self.client.loop_write()
-                    time.sleep(0.005)
+                    self._flush()
+                    if self._unsent():
+                        time.sleep(0.005)
                 self.client.disconnect()
                 self.client.loop_write()
+                self._flush()
             except (OSError, ValueError):
                 pass
         self._drop_connection()
+
+    def _unsent(self) -> bool:
+        sock = self.client.socket()
+        return self.client.want_write() or (isinstance(sock, BufferedSocket) and sock.buffered_out)
+
+    def _flush(self) -> None:
+        sock = self.client.socket()
+        if isinstance(sock, BufferedSocket):
+            sock.flush()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -17,6 +17,7 @@ figure is PUBACKs/s over the measuring window after a warm-up. Baselines in the 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -46,9 +47,9 @@ B2_GOAL = 8000.0
 # ----- baselines ---------------------------------------------------------------------------------------------
 def raw_invoke_rate(model: Path, seconds: float) -> float:
     """invoke()/s of a bare interpreter on ``model`` (input zeros, 1 thread): the runtime's own limit."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
-    from agent.inference import _load_runtime  # noqa: PLC0415 - the same runtime the agent uses
+    from agent.inference import _load_runtime
 
     interp_cls, _ = _load_runtime()
     interp = interp_cls(model_path=str(model), num_threads=1)
@@ -72,7 +73,7 @@ def raw_invoke_rate(model: Path, seconds: float) -> float:
 
 def raw_sign_rate(seconds: float, key_path: Path | None = None) -> float:
     """P-256 signs/s over a 300-byte message with the agent's signer class (the crypto's limit)."""
-    from provisioning import SoftwareSigner, load_file_signer  # noqa: PLC0415
+    from provisioning import SoftwareSigner, load_file_signer
 
     signer = load_file_signer(key_path) if key_path else SoftwareSigner.generate("p256")
     msg = bytes(range(256)) + bytes(44)
@@ -92,7 +93,7 @@ def raw_sign_rate(seconds: float, key_path: Path | None = None) -> float:
 # ----- B1 ----------------------------------------------------------------------------------------------------
 def _mobilenet_meta() -> Any:
     """Metadata for the benchmark-only MobileNetV2 (its JSON has no labels: weights are random)."""
-    from agent.model_meta import ModelMeta  # noqa: PLC0415
+    from agent.model_meta import ModelMeta
 
     return ModelMeta(
         name="bench-mobilenetv2", version="1", labels=tuple(f"class{i}" for i in range(10)),
@@ -108,7 +109,7 @@ class FrameSource:
     name = "frames"
 
     def __init__(self, rate_hz: float) -> None:
-        import numpy as np  # noqa: PLC0415
+        import numpy as np
 
         rng = np.random.default_rng(7)
         self._frames = [rng.uniform(-1, 1, (96 * 96, 3)).astype(np.float32) for _ in range(8)]
@@ -116,7 +117,7 @@ class FrameSource:
         self._closed = threading.Event()
 
     def blocks(self) -> Iterator[Any]:
-        from agent.sources.base import SampleBlock  # noqa: PLC0415
+        from agent.sources.base import SampleBlock
 
         t0 = int(time.time() * 1e6)
         n = 0
@@ -134,10 +135,10 @@ class FrameSource:
 
 def _pipeline_rate(seconds: float) -> float:
     """Drafts/s out of a ``PipelineRunner`` on MobileNetV2 (fresh runner, warmed up first)."""
-    from agent.inference import Model  # noqa: PLC0415
-    from agent.outbox import Draft  # noqa: PLC0415
-    from agent.pipeline import PipelineRunner  # noqa: PLC0415
-    from agent.settings import PipelineConfig, ReplaySourceConfig  # noqa: PLC0415
+    from agent.inference import Model
+    from agent.outbox import Draft
+    from agent.pipeline import PipelineRunner
+    from agent.settings import PipelineConfig, ReplaySourceConfig
 
     meta = _mobilenet_meta()
     model = Model.load(str(MOBILENET_MODEL), meta)
@@ -149,15 +150,11 @@ def _pipeline_rate(seconds: float) -> float:
     count = [0]
     stop = threading.Event()
 
-    def drain() -> None:  # like the committer: block for one, then take what is waiting
-        while not stop.is_set():
+    def drain() -> None:  # the cheapest consumer: wake every 5 ms, take everything waiting
+        while not stop.wait(0.005):
+            n = 0
             try:
-                out.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            n = 1
-            try:
-                while n < 256:
+                while True:
                     out.get_nowait()
                     n += 1
             except queue.Empty:
@@ -187,6 +184,10 @@ def _pipeline_rate(seconds: float) -> float:
 def child_b1(seconds: float, rounds: int) -> dict[str, Any]:
     """Interleaved raw-invoke and pipeline runs on MobileNetV2 in this process."""
     logging.basicConfig(level=logging.WARNING)
+    if os.environ.get("BENCH_NO_SPLIT"):  # A/B switch for the split pipeline (docs/benchmarks.md)
+        import agent.pipeline
+
+        agent.pipeline.SPLIT_MIN_INPUT_ELEMENTS = 1 << 62
     raw, pipe = [], []
     for _ in range(rounds):
         raw.append(raw_invoke_rate(MOBILENET_MODEL, seconds))
@@ -207,22 +208,19 @@ def b1(quick: bool) -> list[dict[str, Any]]:
 # ----- B2 ----------------------------------------------------------------------------------------------------
 def child_b2(seconds: float, warmup: float, baseline_s: float) -> dict[str, Any]:
     """Full agent (in this process) against a private broker; PUBACKs/s over ``seconds`` after ``warmup``."""
-    import psutil  # noqa: PLC0415
+    import psutil
 
-    from agent.config import load_config  # noqa: PLC0415
-    from agent.service import Agent  # noqa: PLC0415
-    from bench.common import broker  # noqa: PLC0415
+    from agent.config import load_config
+    from agent.service import Agent
+    from bench.common import broker
 
     logging.basicConfig(level=logging.WARNING)
-    import os  # noqa: PLC0415
-    if os.environ.get("BENCH_SWITCH"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     work = tempdir("b2")
     with broker() as b:
         cfg_path = write_agent_config(
             work, b.url, delivery="broker",
             source={"type": "simulated", "fault": "cycle", "cycle_s": 30.0, "realtime": False, "seed": 1,
-                    "block_samples": int(os.environ.get("BENCH_BLOCK", "1024"))})
+                    "block_samples": int(os.environ.get("BENCH_BLOCK", "64"))})
         key_path = work / "keys" / "device.key"
         invoke = raw_invoke_rate(VIBRATION_MODEL, baseline_s)
         sign = raw_sign_rate(baseline_s, key_path)
@@ -239,9 +237,13 @@ def child_b2(seconds: float, warmup: float, baseline_s: float) -> dict[str, Any]
             cm = agent.committer
             assert cm is not None
             k0, c0 = cm.stats.commits, cm.stats.committed
+            th0 = _thread_cpu()
+            cs0 = _ctx_switches()
             p0, cpu0, t0 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
             time.sleep(seconds)
             p1, cpu1, t1 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
+            th1 = _thread_cpu()
+            cs1 = _ctx_switches()
             k1, c1 = cm.stats.commits, cm.stats.committed
             bc1 = sum(broker_proc.cpu_times()[:2])
             backlog = agent.outbox.depth if agent.outbox else 0
@@ -250,7 +252,32 @@ def child_b2(seconds: float, warmup: float, baseline_s: float) -> dict[str, Any]
     n = max(1, p1 - p0)
     return {"rate": (p1 - p0) / (t1 - t0), "cpu_us": (cpu1 - cpu0) / n * 1e6, "broker_cpu_us": (bc1 - bc0) / n * 1e6,
             "invoke": invoke, "sign": sign, "backlog": backlog,
-            "batch": (c1 - c0) / max(1, k1 - k0)}
+            "batch": (c1 - c0) / max(1, k1 - k0),
+            "ctx_switches": {k: round((v - cs0.get(k, 0)) / n, 2) for k, v in cs1.items()},
+            "threads_cpu_us": {k: round((v - th0.get(k, 0.0)) / n * 1e6, 1) for k, v in th1.items()
+                               if v - th0.get(k, 0.0) > 0.001}}
+
+
+def _ctx_switches() -> dict[str, int]:
+    """Voluntary + involuntary context switches per thread of this process."""
+    total: dict[str, int] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        name = text.split("\n", 1)[0].split()[-1]
+        total[name] = total.get(name, 0) + sum(int(ln.split()[-1]) for ln in text.splitlines()
+                                               if "ctxt_switches:" in ln)
+    return total
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds per named thread of this process (from /proc via psutil)."""
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    return {names.get(t.id, str(t.id)): t.user_time + t.system_time for t in psutil.Process().threads()}
 
 
 def b2(quick: bool) -> list[dict[str, Any]]:

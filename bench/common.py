@@ -64,7 +64,7 @@ def fmt(x: float | None) -> str:
 @contextmanager
 def broker() -> Iterator[Any]:
     """A private Mosquitto on a free loopback port (tests/support/mosquitto.py), cleaned up afterwards."""
-    from tests.support.mosquitto import Mosquitto  # noqa: PLC0415 - only benchmarks that need a broker
+    from tests.support.mosquitto import Mosquitto
 
     b = Mosquitto().start()
     try:
@@ -77,7 +77,7 @@ def write_agent_config(workdir: Path, broker_url: str, *, source: dict[str, Any]
                        model: Path = VIBRATION_MODEL, window: int = 128, device_id: str = "bench-device",
                        **overrides: Any) -> Path:
     """A complete agent TOML in ``workdir`` (creates the device key); returns its path."""
-    from tests.support.agent_proc import agent_config, write_config  # noqa: PLC0415
+    from tests.support.agent_proc import agent_config, write_config
 
     cfg = agent_config(workdir, device_id, broker_url, source=source, delivery=delivery, **overrides)
     cfg["pipeline"][0]["model"] = str(model)
@@ -90,7 +90,7 @@ def run_child(module: str, name: str, args: dict[str, Any], timeout: float = 600
     """Run ``child_<name>(**args)`` of ``bench.<module>`` in a fresh interpreter; return its JSON result."""
     cmd = [sys.executable, "-m", f"bench.{module}", "--child", name, json.dumps(args)]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO), env=env)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=str(REPO), env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"bench child {module}.{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     last = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -107,7 +107,7 @@ def child_main(namespace: dict[str, Any]) -> None:
         print(json.dumps(func(**json.loads(sys.argv[3]))), flush=True)
     else:
         quick = "--quick" in sys.argv
-        from bench.run_all import print_table  # noqa: PLC0415
+        from bench.run_all import print_table
 
         print_table(namespace["run"](quick))
 
@@ -119,7 +119,7 @@ def tempdir(prefix: str) -> Path:
 
 def proc_cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of a process (this one by default), from /proc."""
-    import psutil  # noqa: PLC0415
+    import psutil
 
     t = psutil.Process(pid).cpu_times()
     return float(t.user + t.system)

@@ -1,6 +1,7 @@
 """R1: 50 kill -9 of the agent at random moments during 10,000 records → 0 lost, 0 duplicates stored.
 
-The agent produces 500 records/s, delivery mode `aggregator`, a real `edge-aggregator` stores into SQLite.
+The agent produces 250 records/s (so the 50 lives span about 10,000 records), delivery mode `aggregator`,
+a real `edge-aggregator` stores into SQLite.
 Each life of the agent ends with SIGKILL at a random moment 0.2–2.0 s after its start (so some kills land
 during start-up, most while committing and publishing). A record is a committed seq: every seq from 1 to
 the last committed one must end up stored exactly once, or still wait in the outbox.
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from tests.reliability.harness import AggregatorProcess, Device, outbox_meta, outbox_rows, report
+from tests.reliability.harness import RATE_500_PER_S, AggregatorProcess, Device, outbox_meta, outbox_rows, report
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import wait_for
 
@@ -27,7 +28,8 @@ def test_r1_kill9_agent_50_times_loses_nothing(device: Device, mosquitto: Mosqui
                                                 aggregator: AggregatorProcess) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    conf = device.config(mosquitto.url, outbox={"path": str(device.outbox), "delivery": "aggregator",
+    source = {**RATE_500_PER_S, "rate_hz": 32000.0}  # 250 records/s
+    conf = device.config(mosquitto.url, source=source, outbox={"path": str(device.outbox), "delivery": "aggregator",
                                                 "resend_after_s": 3.0})
     aggregator.start()
     started = time.monotonic()
