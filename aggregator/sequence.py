@@ -84,11 +84,28 @@ class DeviceBook:
         """The store already held ``seq``."""
         self._pending.pop(seq, None)
 
-    def cover(self, first: int, last: int, epoch: int) -> None:
-        """Seqs ``first..last`` were evicted by policy (a gap record said so): accounted for."""
-        if last > self.contiguous:
-            self.policy.append((first, last, epoch))
-            self.policy.sort()
+    def cover(self, first: int, last: int, epoch: int) -> int:
+        """Seqs ``first..last`` were evicted by policy (a gap record said so): accounted for.
+
+        Ranges are kept merged (gap records of a long outage overlap: each names everything since the last
+        ack), so work and counts do not grow with overlap. Returns how many seqs this range newly covers.
+        """
+        first = max(first, self.contiguous + 1)
+        if last < first:
+            return 0
+        merged: list[tuple[int, int, int]] = []
+        new = last - first + 1
+        lo, hi, ep = first, last, epoch
+        for f, la, e in self.policy:
+            if la < lo - 1 or f > hi + 1:
+                merged.append((f, la, e))
+                continue
+            new -= max(0, min(la, last) - max(f, first) + 1)  # already covered part of the new range
+            lo, hi, ep = min(lo, f), max(hi, la), max(ep, e)
+        merged.append((lo, hi, ep))
+        merged.sort()
+        self.policy = merged
+        return new
 
     def advance(self) -> bool:
         """Move the contiguous point over stored and policy-covered seqs; True if it moved."""
@@ -116,8 +133,17 @@ class DeviceBook:
 
     def missing(self) -> int:
         """Seqs above the contiguous point and below the highest seq that nothing accounts for yet."""
-        covered = len(self.stored_above)
-        for f, last, _ in self.policy:
-            covered += sum(1 for s in range(max(f, self.contiguous + 1), min(last, self.max_seq) + 1)
-                           if s not in self.stored_above) if last - f < 100_000 else (last - f + 1)
-        return max(0, self.max_seq - self.contiguous - covered)
+        lo, hi = self.contiguous + 1, self.max_seq
+        covered = 0
+        starts = []
+        for f, last, _ in self.policy:  # merged and sorted: no seq is counted twice
+            a, b = max(f, lo), min(last, hi)
+            if a <= b:
+                covered += b - a + 1
+                starts.append((a, b))
+        for s in self.stored_above:
+            if lo <= s <= hi:
+                i = bisect.bisect_right(starts, (s, float("inf"))) - 1
+                if i < 0 or not starts[i][0] <= s <= starts[i][1]:
+                    covered += 1
+        return max(0, hi - lo + 1 - covered)

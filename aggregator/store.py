@@ -178,8 +178,7 @@ class Store:
                                "epoch, received_ms) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                                (vr.device_id, vr.seq, g.first, g.last, g.count, g.bytes, g.reason[:100], vr.epoch,
                                 vr.received_ms))
-                    book.cover(g.first, g.last, vr.epoch)
-                    delta.policy_gap_seqs += g.count
+                    delta.policy_gap_seqs += book.cover(g.first, g.last, vr.epoch)
                 if vr.learned:
                     self._save_key(vr)
             for device_id, ms in offline:

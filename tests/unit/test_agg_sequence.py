@@ -114,3 +114,27 @@ def test_any_arrival_order_with_duplicates_stores_each_seq_once(case: tuple[int,
     assert sorted(stored) == list(range(1, n + 1))
     assert duplicates == len(dups)
     assert book.contiguous == n and book.missing() == 0
+
+
+def test_overlapping_policy_gaps_are_merged_and_counted_once() -> None:
+    from aggregator.sequence import DeviceBook
+
+    book = DeviceBook()
+    # A long outage: each gap record names everything since the last ack (1..N), so ranges overlap.
+    assert book.cover(1, 100, 1) == 100
+    assert book.cover(1, 250, 1) == 150
+    assert book.cover(50, 250, 1) == 0
+    assert book.policy == [(1, 250, 1)]
+    book.max_seq, book.max_epoch = 260, 1
+    book.stored(255, 1)
+    assert book.missing() == 260 - 250 - 1  # 251..260 minus the stored 255
+    assert book.advance() and book.contiguous == 250
+    assert book.cover(10, 20, 1) == 0, "below the contiguous point nothing is new"
+
+
+def test_missing_is_fast_for_huge_ranges() -> None:
+    from aggregator.sequence import DeviceBook
+
+    book = DeviceBook(contiguous=0, max_seq=10**12)
+    book.cover(1, 10**12 - 5, 1)
+    assert book.missing() == 5
