@@ -71,8 +71,11 @@ class BufferedSocket:
     # ----- what the link thread calls ----------------------------------------------------------------
     @property
     def buffered_in(self) -> bool:
-        """Bytes already read from the kernel and not yet handed to paho."""
-        return self._in_pos < len(self._in)
+        """Bytes already read from the kernel (here, or decrypted inside a TLS socket) not yet given to paho."""
+        if self._in_pos < len(self._in):
+            return True
+        pending = getattr(self._sock, "pending", None)  # ssl.SSLSocket: one TLS record may hold many packets
+        return bool(pending is not None and pending())
 
     @property
     def buffered_out(self) -> bool:

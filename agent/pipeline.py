@@ -39,7 +39,8 @@ class PipelineStats:
     results: int = 0
     skipped_blocks: int = 0
     errors: int = 0
-    last_progress: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)  # last block taken from the source
+    busy_since: float | None = None  # set while a block is being processed (None: waiting on the source)
     latencies_us: list[float] = field(default_factory=list)
 
     def record_latency(self, us: float) -> None:
@@ -115,8 +116,33 @@ class PipelineRunner:
                 self._out.put(draft, timeout=0.2)
                 return True
             except queue.Full:
-                self.stats.last_progress = time.monotonic()  # blocked downstream, not stalled here
+                now = time.monotonic()  # blocked downstream (the committer's health covers that), not stalled
+                self.stats.last_progress = self.stats.busy_since = now
         return False
+
+    def _draft(self, w: Window, inf: Inference) -> Draft:
+        """The unsigned result record of one window."""
+        return Draft(
+            kind="result",
+            stream=self.cfg.stream,
+            topic=self.topic,
+            payload=result_payload(self.labels, inf.scores, self.cfg.score_threshold, inf.latency_us, w),
+            capture_ms=w.t_end_us // 1000,
+            clock_state=max(w.clock_state, self._clock_state()),
+            model_sha256=inf.model_sha256,
+            input_sha256=inf.input_sha256,
+        )
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds this pipeline has been stuck, 0 when it is fine.
+
+        A source whose silence is legitimate (``Source.idle_ok``: a microcontroller may pause) only counts
+        time spent processing a block; other sources must deliver blocks too.
+        """
+        st = self.stats
+        if getattr(self.source, "idle_ok", False):
+            return 0.0 if st.busy_since is None else now - st.busy_since
+        return now - st.last_progress
 
     def _run(self) -> None:
         if self._split:
@@ -125,7 +151,7 @@ class PipelineRunner:
         stats = self.stats
         try:
             for block in self.source.blocks():
-                stats.last_progress = time.monotonic()
+                stats.last_progress = stats.busy_since = time.monotonic()
                 try:
                     windows = self.windower.push(block)
                 except ValueError as e:
@@ -136,20 +162,10 @@ class PipelineRunner:
                     inf = self.model.infer(w.data if self._in_shape is None else w.data.reshape(self._in_shape))
                     stats.windows += 1
                     stats.record_latency(inf.latency_us)
-                    draft = Draft(
-                        kind="result",
-                        stream=self.cfg.stream,
-                        topic=self.topic,
-                        payload=result_payload(self.labels, inf.scores, self.cfg.score_threshold,
-                                               inf.latency_us, w),
-                        capture_ms=w.t_end_us // 1000,
-                        clock_state=max(w.clock_state, self._clock_state()),
-                        model_sha256=inf.model_sha256,
-                        input_sha256=inf.input_sha256,
-                    )
-                    if not self._put(draft):
+                    if not self._put(self._draft(w, inf)):
                         return
                     stats.results += 1
+                stats.busy_since = None
                 if self._stop.is_set():
                     return
         except Exception as e:
@@ -165,7 +181,7 @@ class PipelineRunner:
         invoker = _Invoker(self.model, f"invoke-{self.cfg.stream}")
         try:
             for block in self.source.blocks():
-                stats.last_progress = time.monotonic()
+                stats.last_progress = stats.busy_since = time.monotonic()
                 try:
                     windows = self.windower.push(block)
                 except ValueError as e:
@@ -176,6 +192,7 @@ class PipelineRunner:
                     p = self.model.prepare(w.data if self._in_shape is None else w.data.reshape(self._in_shape))
                     if not invoker.submit(w, p, self._stop) or not self._emit(invoker):
                         return
+                stats.busy_since = None
                 if self._stop.is_set():
                     return
             invoker.close()
@@ -198,17 +215,7 @@ class PipelineRunner:
             w, inf = results.popleft()
             stats.windows += 1
             stats.record_latency(inf.latency_us)
-            draft = Draft(
-                kind="result",
-                stream=self.cfg.stream,
-                topic=self.topic,
-                payload=result_payload(self.labels, inf.scores, self.cfg.score_threshold, inf.latency_us, w),
-                capture_ms=w.t_end_us // 1000,
-                clock_state=max(w.clock_state, self._clock_state()),
-                model_sha256=inf.model_sha256,
-                input_sha256=inf.input_sha256,
-            )
-            if not self._put(draft):
+            if not self._put(self._draft(w, inf)):
                 return False
             stats.results += 1
         return True

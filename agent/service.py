@@ -297,8 +297,8 @@ class Agent:
         for r in self.pipelines:
             if r.done.is_set() and r.failed:
                 reasons.append(f"pipeline {r.cfg.stream} failed: {r.failed}")
-            elif not r.done.is_set() and now - r.stats.last_progress > stall_s:
-                reasons.append(f"pipeline {r.cfg.stream} stalled for {now - r.stats.last_progress:.0f}s")
+            elif not r.done.is_set() and (stuck := r.stalled_for(now)) > stall_s:
+                reasons.append(f"pipeline {r.cfg.stream} stalled for {stuck:.0f}s")
         if self.link is not None and not self.link.alive:
             reasons.append("MQTT link thread is not running")
         return Health(not reasons, reasons, degraded)

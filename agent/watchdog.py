@@ -95,6 +95,7 @@ class StallingSource(Source):
         self.switch = switch
         self.stage = stage
         self.name = inner.name
+        self.idle_ok = inner.idle_ok
 
     def blocks(self) -> Iterator[SampleBlock]:
         for block in self.inner.blocks():

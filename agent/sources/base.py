@@ -44,6 +44,9 @@ class Source(abc.ABC):
     """
 
     name: str = "source"
+    idle_ok: bool = False
+    """True when silence is legitimate (a microcontroller may pause): the watchdog then only counts time
+    spent processing a block as a stall, not time waiting for one."""
 
     @abc.abstractmethod
     def blocks(self) -> Iterator[SampleBlock]:

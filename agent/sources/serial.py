@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 class SerialSensorSource(Source):
     """Blocks of one sensor (``cfg.sensor_id``) of the MCU on ``cfg.port``."""
 
+    idle_ok = True  # an MCU may pause; the bridge reconnects by itself
+
     name = "serial"
 
     def __init__(self, stream: str, cfg: SerialSourceConfig) -> None:
