@@ -249,6 +249,8 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
         delivery=ot.get("delivery", str, od.delivery, check=_one_of("aggregator", "broker")),
         resend_after_s=ot.get("resend_after_s", float, od.resend_after_s, check=_positive),
         commit_batch=ot.get("commit_batch", int, od.commit_batch, check=_positive),
+        commit_linger_s=ot.get("commit_linger_s", float, od.commit_linger_s,
+                               check=lambda v: None if 0 <= v <= 5 else f"must be within 0..5 seconds, got {v}"),
         inflight_max=ot.get("inflight_max", int, od.inflight_max, check=_positive),
     )
     ot.finish()

@@ -108,7 +108,8 @@ class Agent:
                              resend_after_s=cfg.outbox.resend_after_s, inflight_max=cfg.outbox.inflight_max)
         self.link.hint_last_seq(self.outbox.last_seq)
         self.committer = Committer(self.outbox, signer, cfg.device_id, self.topics, self.drafts, self.link.notify,
-                                   commit_batch=cfg.outbox.commit_batch, max_record_bytes=budget)
+                                   commit_batch=cfg.outbox.commit_batch, max_record_bytes=budget,
+                                   linger_s=cfg.outbox.commit_linger_s)
         self.committer.on_commit = self._on_commit
         self.committer.gap_from_ack = cfg.outbox.delivery == "aggregator"
         if self._stall is not None:
