@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.mosquitto import Mosquitto
+
 # Property tests are derandomised so CI sees the same examples every run (a flaky test blocks everyone), and
 # have no per-example deadline (this 2-core machine is often loaded by broker and subprocess tests).
 settings.register_profile("project", derandomize=True, deadline=None, database=None,
@@ -16,7 +18,6 @@ settings.register_profile("project", derandomize=True, deadline=None, database=N
 settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
-from tests.support.mosquitto import Mosquitto
 
 SHARED_BROKER_URL = os.environ.get("EDGE_TEST_BROKER", "mqtt://127.0.0.1:1883")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
