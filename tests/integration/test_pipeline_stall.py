@@ -32,8 +32,7 @@ class SilentSource(Source):
     def blocks(self) -> Iterator[SampleBlock]:
         self.waiting.set()
         self._closed.wait()
-        return
-        yield  # pragma: no cover
+        yield from ()
 
     def close(self) -> None:
         self._closed.set()
