@@ -18,9 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from agent import __version__
 from agent.clock import ClockState
 from agent.committer import Committer
@@ -48,6 +45,11 @@ COMMIT_RETRY_MAX_S = 5.0  # the committer's longest backoff between failed commi
 
 def load_chain(path: str) -> tuple[bytes, ...]:
     """DER certificates from a PEM file (device certificate first)."""
+    # Imported here: cryptography.x509 (and its verification stack) costs RSS in every agent, and only an
+    # agent with a certificate chain (mTLS, x5chain in birth records) ever loads one.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     with open(path, "rb") as f:
         certs = x509.load_pem_x509_certificates(f.read())
     return tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
