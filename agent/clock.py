@@ -4,7 +4,6 @@ clocks all count, without talking to any daemon."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import time
 
@@ -43,7 +42,7 @@ class _Timex(ctypes.Structure):
 
 def _adjtimex_synced() -> bool | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols include libc's adjtimex
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from importlib import import_module, metadata
+from importlib import import_module
 from typing import Any
 
 import numpy as np
@@ -67,10 +67,8 @@ def _load_runtime(candidates: tuple[tuple[str, str], ...] = RUNTIMES) -> tuple[A
         except (ImportError, AttributeError) as e:
             tried.append(f"{module} ({e})")
             continue
-        try:
-            version = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            version = "unknown"
+        # The package's own __version__ (importlib.metadata would pull the email package into every agent).
+        version = str(getattr(import_module(module.split(".")[0]), "__version__", "unknown"))
         found = (interpreter_cls, f"{dist} {version}")
         if candidates is RUNTIMES:
             _runtime = found

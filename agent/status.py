@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,20 +37,14 @@ STALE_AFTER_INTERVALS = 3
 
 
 def write_status(path: str, doc: Mapping[str, Any]) -> None:
-    """Replace ``path`` with ``doc`` as JSON atomically (readers see the old or the new file, never half)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"), sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Replace ``path`` with ``doc`` as JSON atomically (readers see the old or the new file, never half).
+
+    Not fsynced: the file is rewritten every few seconds, normally on tmpfs (/run).
+    """
+    from provisioning import atomic_write  # noqa: PLC0415 - keeps `edge-agent status` light
+
+    data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    atomic_write(path, data, mode=0o644, durable=False)
 
 
 def read_status(path: str, now: float | None = None) -> dict[str, Any]:

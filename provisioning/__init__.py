@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         load_file_signer,
         write_private_key,
     )
+    from provisioning.fsutil import atomic_write
     from provisioning.key_uri import FileKeyUri, KeyUri, Pkcs11KeyUri, parse_key_uri
     from provisioning.registry import Registry, RegistryEntry, load_registry, parse_registry, registry_json
     from provisioning.signers import open_signer
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 # name -> defining module: submodules load on first attribute access (PEP 562), so a process that needs
 # one leaf module does not pay for the rest of the package.
 _LAZY: dict[str, str] = {
+    "atomic_write": "provisioning.fsutil",
     "CaSettings": "provisioning.ca",
     "CaStateError": "provisioning.errors",
     "DEVICE_ID_RE": "provisioning.device_id",
@@ -120,6 +122,7 @@ __all__ = [
     "StaleCrl",
     "UnsafeKeyPermissions",
     "UntrustedCertificate",
+    "atomic_write",
     "build_csr",
     "check_csr",
     "check_key_file_permissions",

@@ -20,11 +20,11 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning.errors import InvalidDeviceId
+from provisioning.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +107,7 @@ def random_device_id() -> str:
 
 def _persist(path: Path, device_id: str) -> None:
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".device-id-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(device_id + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, (device_id + "\n").encode(), mode=0o644)
 
 
 def resolve_device_id(

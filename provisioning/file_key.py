@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from envelope import PublicKey, kid_for, labels
 from provisioning.errors import KeyStoreError, UnsafeKeyPermissions
+from provisioning.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,25 +128,7 @@ def write_private_key(path: str | Path, key: PrivateKey, *, overwrite: bool = Fa
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd, tmp = tempfile.mkstemp(prefix=".key-", dir=p.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(p, pem, mode=0o600)
     log.info("wrote private key %s (mode 0600)", p)
 
 

@@ -10,16 +10,21 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically, with permission bits ``mode`` from the start."""
+def atomic_write(path: str | Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically, with permission bits ``mode`` from the start.
+
+    ``durable=False`` skips the fsyncs: for files rewritten every few seconds on tmpfs (the agent's status
+    snapshot), where readers still never see half a file but a power cut may keep the previous version.
+    """
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}-", dir=p.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -27,6 +32,8 @@ def atomic_write(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(p.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
