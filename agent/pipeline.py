@@ -12,10 +12,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.errors import AgentError
 from agent.inference import Inference, Model, PreparedInput
@@ -144,30 +145,38 @@ class PipelineRunner:
             return 0.0 if st.busy_since is None else now - st.busy_since
         return now - st.last_progress
 
+    def _windows(self) -> Iterator[Window]:
+        """Windows cut from the source's blocks; marks the pipeline busy while a block is being processed."""
+        stats = self.stats
+        for block in self.source.blocks():
+            stats.last_progress = stats.busy_since = time.monotonic()
+            try:
+                windows = self.windower.push(block)
+            except ValueError as e:
+                stats.skipped_blocks += 1
+                log.warning("pipeline %s: skipping block: %s", self.cfg.stream, e)
+                continue
+            yield from windows
+            stats.busy_since = None
+            if self._stop.is_set():
+                return
+
+    def _model_input(self, w: Window) -> npt.NDArray[np.float32]:
+        return w.data if self._in_shape is None else w.data.reshape(self._in_shape)
+
     def _run(self) -> None:
         if self._split:
             self._run_split()
             return
         stats = self.stats
         try:
-            for block in self.source.blocks():
-                stats.last_progress = stats.busy_since = time.monotonic()
-                try:
-                    windows = self.windower.push(block)
-                except ValueError as e:
-                    stats.skipped_blocks += 1
-                    log.warning("pipeline %s: skipping block: %s", self.cfg.stream, e)
-                    continue
-                for w in windows:
-                    inf = self.model.infer(w.data if self._in_shape is None else w.data.reshape(self._in_shape))
-                    stats.windows += 1
-                    stats.record_latency(inf.latency_us)
-                    if not self._put(self._draft(w, inf)):
-                        return
-                    stats.results += 1
-                stats.busy_since = None
-                if self._stop.is_set():
+            for w in self._windows():
+                inf = self.model.infer(self._model_input(w))
+                stats.windows += 1
+                stats.record_latency(inf.latency_us)
+                if not self._put(self._draft(w, inf)):
                     return
+                stats.results += 1
         except Exception as e:
             stats.errors += 1
             self.failed = e
@@ -180,20 +189,9 @@ class PipelineRunner:
         stats = self.stats
         invoker = _Invoker(self.model, f"invoke-{self.cfg.stream}")
         try:
-            for block in self.source.blocks():
-                stats.last_progress = stats.busy_since = time.monotonic()
-                try:
-                    windows = self.windower.push(block)
-                except ValueError as e:
-                    stats.skipped_blocks += 1
-                    log.warning("pipeline %s: skipping block: %s", self.cfg.stream, e)
-                    continue
-                for w in windows:
-                    p = self.model.prepare(w.data if self._in_shape is None else w.data.reshape(self._in_shape))
-                    if not invoker.submit(w, p, self._stop) or not self._emit(invoker):
-                        return
-                stats.busy_since = None
-                if self._stop.is_set():
+            for w in self._windows():
+                if not invoker.submit(w, self.model.prepare(self._model_input(w)), self._stop) \
+                        or not self._emit(invoker):
                     return
             invoker.close()
             self._emit(invoker)
