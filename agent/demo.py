@@ -47,10 +47,13 @@ class Tally:
 
 
 def _model_path() -> Path:
-    path = REPO_MODELS / "vibration-int8.tflite"
-    if not path.is_file():
-        raise SystemExit(f"demo model {path} is missing (it ships with the source tree)")
-    return path
+    """The shipped vibration model: in the source tree, or where the package installed it."""
+    candidates = [REPO_MODELS / "vibration-int8.tflite",
+                  Path(sys.prefix) / "share" / "depin-edge-agent" / "models" / "vibration-int8.tflite"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SystemExit(f"demo model not found (looked in {', '.join(str(p) for p in candidates)})")
 
 
 def _provision(work: Path, device_id: str) -> tuple[Path, Path, Path, Path]:

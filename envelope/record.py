@@ -239,7 +239,7 @@ def _digest(value: Any, name: str) -> bytes | None:
     if value is None:
         return None
     if (
-        not isinstance(value, list)
+        not isinstance(value, (list, tuple))  # cbor2 >= 6 decodes arrays as tuples
         or len(value) != 2
         or not _is_int(value[0])
         or value[0] != L.HASH_SHA256
@@ -297,7 +297,7 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> S
     if not isinstance(outer, cbor2.CBORTag) or outer.tag != L.COSE_SIGN1_TAG:
         raise MalformedRecord("expected a tagged COSE_Sign1 (CBOR tag 18)")
     msg = outer.value
-    if not isinstance(msg, list) or len(msg) != 4:
+    if not isinstance(msg, (list, tuple)) or len(msg) != 4:  # cbor2 >= 6 decodes arrays as tuples
         raise MalformedRecord("COSE_Sign1 must be an array of 4 elements")
     protected, unprotected, payload, signature = msg
     if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(signature, bytes):
@@ -336,7 +336,7 @@ def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Re
     seq = _require(hdr, L.SEQ, int, "seq")
     if not 0 <= seq < 2**64 or not 0 <= epoch < 2**64:
         raise MalformedRecord("seq and epoch must be unsigned 64-bit integers")
-    capture = _require(hdr, L.CAPTURE, list, "capture time")
+    capture = _require(hdr, L.CAPTURE, (list, tuple), "capture time")
     if (
         len(capture) != 2
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in capture)
@@ -348,7 +348,7 @@ def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Re
     x5chain: tuple[bytes, ...] = ()
     if isinstance(chain_value, bytes):
         x5chain = (chain_value,)
-    elif isinstance(chain_value, list) and chain_value and all(isinstance(c, bytes) for c in chain_value):
+    elif isinstance(chain_value, (list, tuple)) and chain_value and all(isinstance(c, bytes) for c in chain_value):
         x5chain = tuple(chain_value)
     elif chain_value is not None:
         raise MalformedRecord("x5chain must be a certificate byte string or an array of them")
