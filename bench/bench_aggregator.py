@@ -8,8 +8,6 @@ Run: ``.venv/bin/python bench/bench_aggregator.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from aggregator import (  # noqa: E402
     open_store,
 )
 from aggregator.trust import load_certificates  # noqa: E402
+from bench.common import standalone_main  # noqa: E402
 from envelope import open_record  # noqa: E402
 
 GOAL = 8000.0
@@ -192,17 +191,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    rows = run(args.quick)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            goal = f"goal {r['goal']:.0f}" if r["goal"] else ""
-            print(f"{r['id']:<5} {r['name']:<64} {r['value']:>10.0f} {r['unit']}  x{r['ratio']:.2f} {goal}")
+    standalone_main(run, (__doc__ or "").splitlines()[0])
     return 0
 
 

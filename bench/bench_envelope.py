@@ -10,7 +10,6 @@ Run: ``.venv/bin/python bench/bench_envelope.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import fmt, median, row, spread  # noqa: E402
+from bench.common import fmt, median, row, spread, standalone_main  # noqa: E402
 from envelope import RecordHeader, open_record, seal, sig_structure, verify_signature  # noqa: E402
 from provisioning import SoftwareSigner  # noqa: E402
 
@@ -85,15 +84,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args()
-    rows = run(a.quick)
-    print(f"{'id':4} {'name':42} {'value':>10} {'unit':10} {'ratio':>6}  baseline / goal / note")
-    for r in rows:
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        print(f"{r['id']:4} {r['name']:42} {fmt(r['value']):>10} {r['unit']:10} {ratio:>6}  "
-              f"{r['baseline']} / {r['goal']} / {r['note']}")
+    standalone_main(run, (__doc__ or "").splitlines()[0])
 
 
 if __name__ == "__main__":

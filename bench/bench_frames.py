@@ -10,7 +10,6 @@ Run: ``.venv/bin/python bench/bench_frames.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import zlib
@@ -23,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench.common import fmt, median, row, spread  # noqa: E402
+from bench.common import fmt, median, row, spread, standalone_main  # noqa: E402
 from firmware_bridge import FrameDecoder, FrameEncoder, Heartbeat, Samples, encode_body  # noqa: E402
 from firmware_bridge.signal_model import VibrationStream  # noqa: E402
 
@@ -88,16 +87,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args()
-    rows = run(a.quick)
-    print(f"{'id':5} {'name':48} {'value':>12} {'unit':9} {'ratio':>7}  baseline / goal / note")
-    for r in rows:
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        verdict = "report" if r["passed"] is None else "pass" if r["passed"] else "FAIL"
-        print(f"{r['id']:5} {r['name']:48} {fmt(r['value']):>12} {r['unit']:9} {ratio:>7}  "
-              f"{r['baseline']} / {r['goal']} ({verdict}) / {r['note']}")
+    standalone_main(run, (__doc__ or "").splitlines()[0])
 
 
 if __name__ == "__main__":

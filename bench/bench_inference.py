@@ -16,8 +16,6 @@ bench.bench_inference [--quick]`` prints them as a table.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import queue
 import threading
@@ -27,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.inference import Model, PreparedInput, runtime_name
+from agent.inference import Model, PreparedInput
 from agent.model_meta import ModelMeta, load_model_meta
 from agent.sources.base import SampleBlock
 from agent.windowing import Windower
+from bench.common import standalone_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIB_MODEL = os.path.join(ROOT, "models", "vibration-int8.tflite")
@@ -169,16 +168,7 @@ def _fmt(v: float | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="B1: inference overhead beyond invoke()")
-    ap.add_argument("--quick", action="store_true", help="short loops")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    rows = run(args.quick)
-    print(f"runtime: {runtime_name()}, numpy {np.__version__}, cpus {os.cpu_count()}")
-    print(f"{'id':5} {'name':62} {'value':>12} {'unit':10} {'baseline':>10} {'ratio':>6}  goal")
-    for r in rows:
-        print(f"{r['id']:5} {r['name']:62} {_fmt(r['value']):>12} {r['unit']:10} {_fmt(r['baseline']):>10} "
-              f"{_fmt(r['ratio']):>6}  {r['goal']}")
+    standalone_main(run, (__doc__ or "").splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -123,3 +123,20 @@ def proc_cpu_seconds(pid: int | None = None) -> float:
 
     t = psutil.Process(pid).cpu_times()
     return float(t.user + t.system)
+
+
+def standalone_main(run: Any, description: str) -> None:
+    """``python -m bench.<module> [--quick] [--json]``: run one module and print the runner's table."""
+    import argparse
+
+    from bench.run_all import print_table
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="short loops")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    a = p.parse_args()
+    rows = run(a.quick)
+    if a.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print_table(rows)
