@@ -55,7 +55,8 @@ class StoreSettings:
 class TrustSettings:
     """Trust anchors: fleet CA certificate files, CRL files, registry files from edge-provision."""
 
-    ca_files: tuple[str, ...] = ()
+    ca_files: tuple[str, ...] = ()  # trust anchors: the fleet root alone is enough
+    bundle_files: tuple[str, ...] = ()  # intermediates for chains that do not carry them
     crl_files: tuple[str, ...] = ()
     registry_files: tuple[str, ...] = ()
     reload_s: float = 60.0  # re-read CRLs and registries this often (0: never)

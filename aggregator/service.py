@@ -95,7 +95,8 @@ class AggregatorService:
         """Open the store, load trust, connect and subscribe. Raises an ``AggregatorError`` on failure."""
         cfg = self.config
         if self._trust_given is None and (cfg.trust.ca_files or cfg.trust.registry_files):
-            self.trust = load_trust_store(cfg.trust.ca_files, cfg.trust.crl_files, cfg.trust.registry_files)
+            self.trust = load_trust_store(cfg.trust.ca_files, cfg.trust.crl_files, cfg.trust.registry_files,
+                                          cfg.trust.bundle_files)
             self.verifier.trust = self.trust
         self._store = open_store(cfg.store.url, schema=cfg.store.schema)
         self._restore_keys(self._store)
