@@ -2,9 +2,9 @@
 
 A device key is trusted when its certificate chains to a fleet root (intermediates from the birth record's
 x5chain or a configured bundle), is within validity, neither it nor a CA above it is revoked (the CRL of any
-CA on the path), and it names the device (``provisioning.chain``: role device, CN = SAN id), or when the operator's registry
-(``edge-provision fleet export-registry``, read with ``provisioning.load_registry``) lists it as active.
-Keys are found by kid (DESIGN §3). Revocation and expiry are checked again on every lookup, so a CRL
+CA on the path), and it names the device (``provisioning.chain``: role device, CN = SAN id), or when the
+operator's registry (``edge-provision fleet export-registry``, read with ``provisioning.load_registry``)
+lists it as active. Keys are found by kid (DESIGN §3). Revocation and expiry are checked again on every lookup, so a CRL
 reload takes effect for devices learned before it. No file I/O except in the ``load_*`` helpers.
 """
 

@@ -112,7 +112,7 @@ def test_hold_respects_every_bound(adds: list[tuple[str, int, float]]) -> None:
         if hold.add(dev, i, size, now):
             kept += 1
         assert len(hold) <= 10 and hold.bytes <= 200
-        assert hold.bytes == sum(h.size for h in hold._items.values())  # noqa: SLF001
+        assert hold.bytes == sum(h.size for h in hold._items.values())
         nxt = hold.next_expiry()
         assert nxt is None or nxt >= now - 0.0
     before = len(hold)
