@@ -4,8 +4,8 @@ The store thread notes each device's settled point after every commit, the seqs 
 whether the device should re-publish its birth record. Every ``interval_ms`` (the time is passed in) the
 batcher hands back at most one ``Receipt`` per device, never with a settled point lower than one this
 worker already published (seqs are one counter across epochs). A duplicate forces a re-send (the device
-may have missed the retained receipt). Permanent rejects are reported once, in the next receipt after they happened, sorted,
-at most ``MAX_REJECTED`` per receipt (the rest go in the next one).
+may have missed the retained receipt). Permanent rejects are reported once, in the next receipt after
+they happened, sorted, at most ``MAX_REJECTED`` per receipt (the rest go in the next one).
 """
 
 from __future__ import annotations
