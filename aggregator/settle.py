@@ -31,10 +31,12 @@ REJECT_REASONS: Final[dict[str, tuple[str, str]]] = {
     "bad_topic": (PERMANENT, "the topic is not a record topic of the prefix"),
     "topic_mismatch": (PERMANENT, "the protected header names another device, kind or stream than the topic"),
     "bad_seq": (PERMANENT, "seq or epoch outside 1..2**63-1"),
-    "bad_chain": (PERMANENT, "the birth record's certificate does not chain to a fleet root"),
+    "bad_chain": (TRANSIENT, "the birth record's certificate does not chain to a fleet root (a missing "
+                             "intermediate or CA file is the operator's to fix)"),
     "key_mismatch": (PERMANENT, "the key belongs to another device, or the kid is not the certificate's"),
     "revoked": (PERMANENT, "the device certificate or a CA above it is revoked"),
-    "cert_expired": (PERMANENT, "the device certificate is outside its validity"),
+    "cert_expired": (TRANSIENT, "the device certificate is outside its validity: renewing it lets the "
+                                "records in"),
     "bad_signature": (PERMANENT, "the signature does not verify"),
     "bad_payload": (PERMANENT, "the payload is not strict CBOR"),
     "bad_gap": (PERMANENT, "a gap record's range is invalid"),

@@ -91,6 +91,10 @@ class TrustStore:
     def cas(self) -> list[x509.Certificate]:
         return list(self._cas)
 
+    @property
+    def bundle(self) -> list[x509.Certificate]:
+        return list(self._bundle)
+
     def set_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
         """Replace the CRLs; revocation applies to later lookups.
 
