@@ -1,8 +1,9 @@
 """Mosquitto configuration for the fleet's mTLS listener and topic ACL (DESIGN §5), rendered as text.
 
 Pure: paths and names in, config text out. ``use_identity_as_username`` makes the certificate CN (the
-device id) the MQTT username, so the ``pattern`` lines confine each device to ``<prefix>/<id>/#`` for writes
-and its own ``ack`` for reads; aggregator identities read everything and write acks. Mosquitto 2.0 has no
+device id) the MQTT username, so the ``pattern`` lines confine each device to its own record topics under
+``<prefix>/<id>/`` for writes and its own ``ack`` for reads; only aggregator identities write ``ack``
+(signed receipts) and ``_log``, and they read everything. Mosquitto 2.0 has no
 deny rules, so anything not granted here is refused (MQTT v5 reason 135 on publish).
 """
 
@@ -64,16 +65,24 @@ def render_listener(paths: BrokerPaths, *, port: int, bind: str | None, fleet: s
     return "\n".join(lines)
 
 
+# What a device may publish under its own id (DESIGN §5). Not ``ack``: a receipt tells a device to delete
+# data, so only aggregator identities may write it (DESIGN §8), and Mosquitto has no deny rules: the device
+# grants are listed one by one instead of ``<prefix>/%u/#``.
+DEVICE_WRITE_TOPICS = ("result/+", "reading/+", "telemetry", "status", "gap")
+
+
 def render_acl(prefix: str, aggregators: Sequence[str]) -> str:
-    """The ACL: devices under their own id only; aggregators read all and write acks."""
+    """The ACL: devices write their own record topics and read their own ack; aggregators read all and are
+    the only ones that write ``<prefix>/+/ack`` (receipts) and ``<prefix>/_log/#`` (transparency log)."""
     validate_prefix(prefix)
     for a in aggregators:
         validate_device_id(a)
     lines = [
         "# edge-provision broker-config ACL (the username is the certificate CN)",
-        "# devices: publish only under their own id, subscribe only to their own ack",
-        f"pattern write {prefix}/%u/#",
+        "# devices: publish only their own record topics (never ack), subscribe only to their own ack",
+        *(f"pattern write {prefix}/%u/{t}" for t in DEVICE_WRITE_TOPICS),
         f"pattern read {prefix}/%u/ack",
+        f"pattern read {prefix}/_log/#",
         "",
     ]
     for a in sorted(set(aggregators)):
@@ -82,6 +91,7 @@ def render_acl(prefix: str, aggregators: Sequence[str]) -> str:
             f"user {a}",
             f"topic read {prefix}/#",
             f"topic write {prefix}/+/ack",
+            f"topic write {prefix}/_log/#",
             "",
         ]
     return "\n".join(lines)

@@ -149,7 +149,10 @@ def add_ca_commands(sub: _Sub, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("csr", type=Path, help="CSR file (PEM or DER)")
     p.add_argument("--out", type=Path, help="certificate chain output (default: CSR path with .crt)")
     p.add_argument("--days", type=int, help="validity in days (default: the CA's --cert-days)")
-    p.add_argument("--role", choices=("device", "aggregator"), default="device")
+    p.add_argument("--role", choices=("device", "aggregator"), default="device",
+                   help="what the certificate is for: a device (signs records) or an aggregator (signs receipts "
+                   "and may write ack topics); must match the CSR's SAN spiffe://<fleet>/<role>/<id> "
+                   "(default device)")
     p.set_defaults(func=cmd_ca_sign)
 
     p = sub.add_parser("revoke", parents=parents, help="revoke a device's certificates (or one serial)")
@@ -326,8 +329,8 @@ def cmd_broker_config(args: argparse.Namespace, out: Output) -> dict[str, Any]:
         out.warn(f"aggregator {a!r} has no certificate from this CA yet (issue one with `ca sign --role aggregator`)")
     out.say(f"Mosquitto config for fleet {fleet!r} written to {dest}:")
     out.say(f"  edge-mtls.conf  listener {args.port} (include it from mosquitto.conf, or copy it into conf.d/)")
-    out.say(f"  edge.acl        devices: {prefix}/<id>/# write, {prefix}/<id>/ack read; "
-            f"aggregators: {', '.join(aggregators) or 'none'}")
+    out.say(f"  edge.acl        devices: {prefix}/<id>/<record topics> write, {prefix}/<id>/ack read; "
+            f"ack writers (aggregators): {', '.join(aggregators) or 'none'}")
     out.say("  ca.pem crl.pem server.crt server.key  (must be readable by the mosquitto user)")
     return {"out": str(dest), "config": str(dest / "edge-mtls.conf"), "acl": str(dest / "edge.acl"),
             "aggregators": aggregators, "port": args.port, "crl": crl_state, "unknown_aggregators": unknown}
@@ -340,7 +343,7 @@ def add_broker_command(top: _Sub, parents: list[argparse.ArgumentParser]) -> Non
     p.add_argument("--install-dir", help="where the files will live on the broker (default: --out, absolute)")
     p.add_argument("--hostname", action="append", help="broker DNS name or IP for its certificate (repeatable; "
                    "default localhost and 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8883)
+    p.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
     p.add_argument("--bind", help="listen address (default: all)")
     p.add_argument("--prefix", default="edge/v1", help="topic prefix (default edge/v1)")
     p.add_argument("--aggregator", action="append",

@@ -139,7 +139,7 @@ def test_generated_config_has_the_required_lines(mtls: MtlsBroker) -> None:
     acl = (mtls.tls_dir / "edge.acl").read_text()
     for line in ("require_certificate true", "use_identity_as_username true", "crlfile ", "acl_file "):
         assert line in conf
-    assert "pattern write edge/v1/%u/#" in acl
+    assert "pattern write edge/v1/%u/result/+" in acl and "pattern write edge/v1/%u/#" not in acl
     assert "pattern read edge/v1/%u/ack" in acl
     assert "user agg-1" in acl
 
@@ -242,3 +242,32 @@ def test_unknown_ca_is_refused(mtls: MtlsBroker, tmp_path: Path) -> None:
     other = make_fleet(tmp_path / "other", devices=["dev-a"], name=mtls.fleet.name)
     assert refused(mtls.tls_port, mtls.ca, other.devices["dev-a"])
     assert not refused(mtls.tls_port, mtls.ca, mtls.fleet.devices["dev-a"])
+
+
+def test_only_aggregator_identities_may_write_ack_topics(mtls: MtlsBroker) -> None:
+    """A receipt makes a device delete data: a device identity publishing on an ack topic (another's or its own)
+    or on the log is refused by the broker (MQTT v5 reason 135) and routed nowhere; the aggregator's goes through."""
+    agg = connect(mtls.tls_port, mtls.ca, mtls.fleet.aggregators["agg-1"])
+    a = connect(mtls.tls_port, mtls.ca, mtls.fleet.devices["dev-a"])
+    try:
+        wait_for(agg.connected.is_set, what="aggregator connected")
+        wait_for(a.connected.is_set, what="dev-a connected")
+        a.client.subscribe("edge/v1/dev-a/ack", qos=1)
+        wait_for(lambda: a.subacks, what="suback")
+        for topic in ("edge/v1/dev-a/ack", "edge/v1/dev-b/ack", "edge/v1/_log/checkpoint"):
+            forger = connect(mtls.tls_port, mtls.ca, mtls.fleet.devices["dev-b"])
+            try:
+                wait_for(forger.connected.is_set, what="dev-b connected")
+                bad = forger.client.publish(topic, b"forged receipt", qos=1)
+                wait_for(lambda bad=bad, f=forger: bad.mid in f.pubacks, what=f"puback for {topic}")
+                assert forger.pubacks[bad.mid] == 135, topic  # MQTT v5 "Not authorized"
+            finally:
+                forger.stop()
+        good = agg.client.publish("edge/v1/dev-a/ack", b"receipt", qos=1)
+        wait_for(lambda: good.mid in agg.pubacks, what="aggregator puback")
+        assert agg.pubacks[good.mid] == 0
+        wait_for(lambda: a.messages, what="the aggregator's ack at the device")
+        assert [m.payload for m in a.messages] == [b"receipt"]
+    finally:
+        a.stop()
+        agg.stop()

@@ -194,10 +194,22 @@ def test_broker_config_text() -> None:
                  "crlfile /b/crl.pem", "acl_file /b/edge.acl", "allow_anonymous false"):
         assert line in conf.splitlines()
     acl = broker.render_acl("edge/v1", ["agg-2", "agg-1"])
-    assert "pattern write edge/v1/%u/#" in acl and "pattern read edge/v1/%u/ack" in acl
+    assert "pattern write edge/v1/%u/#" not in acl and "pattern read edge/v1/%u/ack" in acl
+    assert "pattern write edge/v1/%u/result/+" in acl and "pattern write edge/v1/%u/status" in acl
+    assert not any(line.startswith("pattern write") and line.endswith("/ack") for line in acl.splitlines())
     assert acl.index("user agg-1") < acl.index("user agg-2")
     assert "topic write edge/v1/+/ack" in acl
     with pytest.raises(InvalidInput):
         broker.render_acl("edge/#", [])
     with pytest.raises(InvalidInput):
         broker.render_acl("edge/v1", ["Bad Name"])
+
+
+def test_docs_broker_acl_block_is_what_render_acl_writes() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "broker.md").read_text()
+    start = text.index("## The ACL\n\n```\n") + len("## The ACL\n\n```\n")
+    block = text[start:text.index("```", start)].strip()
+    acl = broker.render_acl("edge/v1", ["agg-1"])
+    assert block == "\n".join(line for line in acl.splitlines() if line and not line.startswith("#"))
