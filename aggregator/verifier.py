@@ -120,6 +120,7 @@ class Verifier:
             return self.verify_record(record, info, received_ms)
         except Rejected as e:
             e.seq, e.epoch = record.seq, record.epoch  # the seq this reject may settle (aggregator.settle)
+            e.device_id = e.device_id or info.device_id  # the topic's device (the broker ACL vouches for it)
             raise
 
     def verify_record(self, record: Record, info: TopicInfo, received_ms: int) -> VerifiedRecord:
