@@ -5,7 +5,17 @@ parses received bytes; ``Record.verify`` checks the signature over those exact b
 """
 
 from envelope import labels
-from envelope.errors import EnvelopeError, InvalidSignature, MalformedRecord, UnsupportedAlgorithm
+from envelope.errors import EnvelopeError, InvalidSignature, MalformedReceipt, MalformedRecord, UnsupportedAlgorithm
+from envelope.receipt import (
+    LogPosition,
+    Receipt,
+    ReceiptHeader,
+    decode_receipt_payload,
+    encode_receipt_payload,
+    open_receipt,
+    receipt_header,
+    seal_receipt,
+)
 from envelope.record import (
     DEFAULT_MAX_RECORD_BYTES,
     Record,
@@ -25,19 +35,28 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "EnvelopeError",
     "InvalidSignature",
+    "LogPosition",
+    "MalformedReceipt",
     "MalformedRecord",
     "PublicKey",
+    "Receipt",
+    "ReceiptHeader",
     "Record",
     "RecordHeader",
     "Sign1",
     "Signer",
     "UnsupportedAlgorithm",
+    "decode_receipt_payload",
     "decode_sign1",
     "encode_payload",
+    "encode_receipt_payload",
     "kid_for",
     "labels",
+    "open_receipt",
     "open_record",
+    "receipt_header",
     "seal",
+    "seal_receipt",
     "sha256",
     "sig_structure",
     "spki_der",

@@ -30,3 +30,13 @@ class InvalidSignature(EnvelopeError):
     """The signature does not verify under the given public key. Deliberately says nothing more."""
 
     reason = "bad_signature"
+
+
+class MalformedReceipt(EnvelopeError):
+    """The bytes are not a receipt of this profile (docs/envelope.md §6). ``reason`` names the first problem."""
+
+    reason = "malformed"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

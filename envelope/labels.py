@@ -51,9 +51,12 @@ KIND_READING: Final = "reading"
 KIND_TELEMETRY: Final = "telemetry"
 KIND_STATUS: Final = "status"
 KIND_GAP: Final = "gap"
+KIND_RECEIPT: Final = "receipt"  # signed by an aggregator, not a device record (docs/envelope.md §6)
 
 CONTENT_TYPES: Final[dict[str, str]] = {
     kind: f"application/vnd.depin-edge.{kind}+cbor"
-    for kind in (KIND_RESULT, KIND_READING, KIND_TELEMETRY, KIND_STATUS, KIND_GAP)
+    for kind in (KIND_RESULT, KIND_READING, KIND_TELEMETRY, KIND_STATUS, KIND_GAP, KIND_RECEIPT)
 }
-KIND_BY_CONTENT_TYPE: Final[dict[str, str]] = {ct: kind for kind, ct in CONTENT_TYPES.items()}
+# Kinds a device signs (open_record accepts only these; a receipt is opened with envelope.open_receipt).
+RECORD_KINDS: Final = frozenset({KIND_RESULT, KIND_READING, KIND_TELEMETRY, KIND_STATUS, KIND_GAP})
+KIND_BY_CONTENT_TYPE: Final[dict[str, str]] = {ct: kind for kind, ct in CONTENT_TYPES.items() if kind in RECORD_KINDS}

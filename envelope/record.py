@@ -47,8 +47,8 @@ class RecordHeader:
 
     def protected_map(self, alg: int, kid: bytes) -> dict[int, Any]:
         """The protected header map for this record, signed by a key with ``alg`` and ``kid``."""
-        if self.kind not in L.CONTENT_TYPES:
-            raise ValueError(f"unknown record kind {self.kind!r}; expected one of {sorted(L.CONTENT_TYPES)}")
+        if self.kind not in L.RECORD_KINDS:
+            raise ValueError(f"unknown record kind {self.kind!r}; expected one of {sorted(L.RECORD_KINDS)}")
         hdr: dict[int, Any] = {
             L.ALG: alg,
             L.CONTENT_TYPE: L.CONTENT_TYPES[self.kind],
@@ -81,8 +81,8 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
 
 def _check_header(header: RecordHeader) -> None:
     """Refuse header values ``open_record`` would reject, so a bad record fails here, not at the aggregator."""
-    if header.kind not in L.CONTENT_TYPES:
-        raise ValueError(f"unknown record kind {header.kind!r}; expected one of {sorted(L.CONTENT_TYPES)}")
+    if header.kind not in L.RECORD_KINDS:
+        raise ValueError(f"unknown record kind {header.kind!r}; expected one of {sorted(L.RECORD_KINDS)}")
     if not isinstance(header.device_id, str) or not isinstance(header.stream, str):
         raise ValueError(f"device_id and stream must be str, got {type(header.device_id).__name__} and "
                          f"{type(header.stream).__name__}")

@@ -54,7 +54,7 @@ def _good_map(signer: SoftwareSigner = P256) -> dict[Any, Any]:
 # ----- round trips -----------------------------------------------------------------------------------------
 headers = st.builds(
     RecordHeader,
-    kind=st.sampled_from(sorted(labels.CONTENT_TYPES)),
+    kind=st.sampled_from(sorted(labels.RECORD_KINDS)),
     device_id=st.text(min_size=1, max_size=64),
     stream=st.text(max_size=32),
     epoch=st.integers(min_value=0, max_value=2**64 - 1),
