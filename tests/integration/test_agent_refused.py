@@ -61,6 +61,7 @@ def test_refused_connects_are_logged_counted_and_degrade(tmp_path: Path, mtls: M
             assert rc == 1, "a degraded agent makes `status` exit non-zero"
             return doc
         doc = wait_for(degraded, timeout=30, what=f"degraded state ({case})\n{agent.log()[-2000:]}")
+        assert doc is not None
         mq = doc["telemetry"]["mqtt"]
         assert mq["refused_cause"] == cause, mq
         assert mq["refused_since"] is not None and mq["unconnected_s"] > DEGRADED_AFTER_S

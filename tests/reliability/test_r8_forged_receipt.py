@@ -7,6 +7,7 @@ so the test can tell "deletes nothing" from "deletes never".
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture
-def permissive_broker() -> Mosquitto:
+def permissive_broker() -> Iterator[Mosquitto]:
     broker = Mosquitto()
     acl = broker.workdir / "acl"
     acl.write_text("# anonymous clients may read and write everything, every device's ack topic included\n"
@@ -32,8 +33,10 @@ def permissive_broker() -> Mosquitto:
     acl.chmod(0o644)
     broker.extra = f"allow_anonymous true\nacl_file {acl}\n"
     broker.start()
-    yield broker  # type: ignore[misc]
-    broker.cleanup()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
 
 
 def invalid_counts(status: Path, pid: int | None = None) -> dict[str, int]:

@@ -99,7 +99,7 @@ class DeliveryWorld(RuleBasedStateMachine):
             out += self.core.handle(Scanned(act.upto, len(rows) < act.limit))
         elif isinstance(act, DeleteThrough):
             assert self.mode == "aggregator"
-            assert act.seq <= self.genuine_max, f"deleted through {act.seq}, genuine receipts settled {self.genuine_max}"
+            assert act.seq <= self.genuine_max, f"deleted through {act.seq}, genuine max {self.genuine_max}"
             self.outbox = {s for s in self.outbox if s > act.seq}
             self.persisted_settled = max(self.persisted_settled, act.seq)
             self.last_seq = max(self.last_seq, act.seq)
@@ -326,7 +326,7 @@ def test_resend_after_timeout_and_dead_link() -> None:
     assert core.handle(Tick(RESEND + 0.5)) == []
     acts = core.handle(Tick(RESEND + 1.5))
     assert acts == [PublishNext(1, 3, 10)] and core.counters.resends == 2
-    assert core.handle(Tick(RESEND + 1.0 + DEAD_LINK)) [0] == Reconnect(
+    assert core.handle(Tick(RESEND + 1.0 + DEAD_LINK))[0] == Reconnect(
         f"no traffic from the broker for {DEAD_LINK:.0f}s (keepalive {KEEPALIVE:g}s)")
     assert core.counters.dead_link_detected == 1
 

@@ -13,7 +13,7 @@ from agent.link_health import CAUSES, ConnectHealth, classify
 
 def _ssl_error(reason: str) -> ssl.SSLError:
     e = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()}")
-    e.reason = reason  # type: ignore[misc]
+    e.reason = reason
     return e
 
 
