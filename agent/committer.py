@@ -111,7 +111,8 @@ class Committer:
     def stop(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop. Pipelines must have stopped first."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started (an aborted Agent.start may not have started it)
+            self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:

@@ -197,7 +197,7 @@ class MqttLink:
         """The link thread is running (it only ends at ``stop()``)."""
         return self._thread.is_alive()
 
-    def stop(self, drain_timeout: float = 2.0) -> bool:
+    def stop(self, drain_timeout: float = 2.0, join_timeout: float = 3.0) -> bool:
         """Wait up to ``drain_timeout`` for in-flight PUBACKs, publish offline status, disconnect.
 
         Returns False when the thread did not end in time: the wake-up pipe then stays open (the thread may
@@ -208,11 +208,10 @@ class MqttLink:
             time.sleep(0.01)
         self._stop.set()
         self._wake()
-        if self._thread.is_alive() or self._thread.ident is not None:
-            self._thread.join(timeout=drain_timeout + 3)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=join_timeout)
         if self._thread.is_alive():
-            log.error("MQTT link thread did not stop within %.0fs; leaving its resources open",
-                      drain_timeout + 3)
+            log.error("MQTT link thread did not stop within %.0fs; leaving its resources open", join_timeout)
             return False
         self._close_pipe()
         return True

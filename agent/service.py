@@ -95,6 +95,7 @@ class Agent:
         self._low_water_reader: OutboxReader | None = None
         self._low_water_lock = threading.Lock()
         self.committer_stop_timeout_s = 10.0
+        self.link_drain_timeout_s = 2.0
         self._fail_start_at: str | None = None  # fault injection for tests: "committer", "link", "pipelines"...
 
     # ----- lifecycle ---------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ class Agent:
                           self.committer_stop_timeout_s)
         link_done = True
         if self.link:
-            link_done = self.link.stop()
+            link_done = self.link.stop(self.link_drain_timeout_s)
         if self._telemetry_thread is not None and self._telemetry_thread.is_alive():
             self._telemetry_thread.join(5.0)
         if self._status_writer is not None:

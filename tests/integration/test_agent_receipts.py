@@ -118,9 +118,9 @@ def test_only_a_genuine_receipt_deletes(tmp_path: Path, mosquitto: Mosquitto, un
         wait_for(lambda: sum(1 for m in births.snapshot() if m.payload != b"offline") > n, timeout=10,
                  what="the birth record re-published on request")
 
-        r = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(conf)], capture_output=True,
-                           text=True, cwd=str(REPO), timeout=60)
-        assert "receipts.signer" in r.stdout and "agg-1" in r.stdout, r.stdout
+        table = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(conf)],
+                               capture_output=True, text=True, cwd=str(REPO), timeout=60)
+        assert "receipts.signer" in table.stdout and "agg-1" in table.stdout, table.stdout
         tele = status_doc(status_file)
         assert tele is not None and tele["telemetry"]["low_water"] > settled
         assert agent.terminate() == 0
