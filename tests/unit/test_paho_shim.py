@@ -55,9 +55,10 @@ def test_wrap_socket_installs_the_buffer_paho_then_uses() -> None:
     b, _ = srv.accept()
     srv.close()
     try:
-        wrapped = wrap_socket(client, a)
-        assert isinstance(wrapped, BufferedSocket)
-        assert client.socket() is wrapped
+        installed = wrap_socket(client, a)
+        assert client.socket() is installed
+        assert isinstance(installed, BufferedSocket)
+        wrapped: BufferedSocket = installed
         wrapped.send(b"hi")
         assert wrapped.buffered_out
         wrapped.flush()
