@@ -55,10 +55,30 @@ class StoreSettings:
 class TrustSettings:
     """Trust anchors: fleet CA certificate files, CRL files, registry files from edge-provision."""
 
-    ca_files: tuple[str, ...] = ()
+    ca_files: tuple[str, ...] = ()  # trust anchors: the fleet root alone is enough
+    bundle_files: tuple[str, ...] = ()  # intermediates for chains that do not carry them
     crl_files: tuple[str, ...] = ()
     registry_files: tuple[str, ...] = ()
     reload_s: float = 60.0  # re-read CRLs and registries this often (0: never)
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """The aggregator's own identity, required to sign receipts (DESIGN §8; made with
+    ``edge-provision aggregator init``). Without it the worker publishes the old unsigned ack."""
+
+    key: str | None = None  # key URI: file:/path (or a plain path) or pkcs11:token=...;object=...
+    cert_file: str | None = None  # the aggregator certificate (PEM; may hold the chain, leaf first)
+    chain_file: str | None = None  # intermediates to send in the receipt's x5chain, if cert_file lacks them
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    """Bounds of the hold for records whose key is not known yet (aggregator.hold)."""
+
+    max_records: int = 10_000
+    max_bytes: int = 16 * 2**20
+    max_age_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,8 @@ class AggregatorConfig:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    hold: HoldSettings = field(default_factory=HoldSettings)
     max_record_bytes: int = 64 * 1024
     max_skew_s: float = 300.0
     queue_size: int = 20_000
@@ -94,7 +116,7 @@ def _section(cls: Any, data: Any, key: str, problems: list[tuple[str, str]], bas
             problems.append((path, f"unknown key; expected one of {sorted(known)}"))
             continue
         typ = str(f.type)
-        if typ in ("MqttSettings", "StoreSettings", "TrustSettings"):
+        if typ in ("MqttSettings", "StoreSettings", "TrustSettings", "IdentitySettings", "HoldSettings"):
             continue
         if typ.startswith("tuple"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -117,10 +139,11 @@ def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorCon
     problems: list[tuple[str, str]] = []
     base = Path(source).parent if source != "<config>" else Path(".")
     top = dict(doc)
-    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust")}
+    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust", "identity", "hold")}
     agg = top.pop("aggregator", {})
     for name in top:
-        problems.append((name, "unknown key; expected tables [aggregator], [mqtt], [store], [trust]"))
+        problems.append((name, "unknown key; expected tables [aggregator], [mqtt], [store], [trust], [identity], "
+                         "[hold]"))
     mqtt = MqttSettings(**_section(MqttSettings, sections["mqtt"], "mqtt", problems, base))
     store_kw = _section(StoreSettings, sections["store"], "store", problems, base)
     url = store_kw.get("url")
@@ -128,8 +151,17 @@ def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorCon
         store_kw["url"] = str(base / url.removeprefix("sqlite://").removeprefix("sqlite:"))
     store = StoreSettings(**store_kw)
     trust = TrustSettings(**_section(TrustSettings, sections["trust"], "trust", problems, base))
+    ident_kw = _section(IdentitySettings, sections["identity"], "identity", problems, base)
+    key = ident_kw.get("key")
+    if isinstance(key, str) and not key.startswith(("pkcs11:", "file:")):
+        ident_kw["key"] = f"file:{base / key}"
+    elif isinstance(key, str) and key.startswith("file:") and not key[5:].startswith("/"):
+        ident_kw["key"] = f"file:{base / key[5:]}"
+    identity = IdentitySettings(**ident_kw)
+    hold = HoldSettings(**_section(HoldSettings, sections["hold"], "hold", problems, base))
     kw = _section(AggregatorConfig, agg, "aggregator", problems, base)
-    cfg = AggregatorConfig(mqtt=mqtt, store=store, trust=trust, source_file=source, **kw)
+    cfg = AggregatorConfig(mqtt=mqtt, store=store, trust=trust, identity=identity, hold=hold, source_file=source,
+                           **kw)
     problems += check(cfg)
     if problems:
         raise ConfigError(source, problems)
@@ -168,6 +200,17 @@ def check(cfg: AggregatorConfig) -> list[tuple[str, str]]:
         p.append(("aggregator.max_skew_s", f"expected a positive number of seconds, got {cfg.max_skew_s}"))
     if cfg.ack_refresh_s <= 0:
         p.append(("aggregator.ack_refresh_s", f"expected a positive number of seconds, got {cfg.ack_refresh_s}"))
+    ident = cfg.identity
+    if bool(ident.key) != bool(ident.cert_file):
+        p.append(("identity.cert_file" if ident.key else "identity.key",
+                  "identity.key and identity.cert_file go together (the receipt signing key and its certificate)"))
+    if ident.chain_file and not ident.key:
+        p.append(("identity.chain_file", "needs identity.key and identity.cert_file"))
+    for name, lo, hi in (("max_records", 0, 10**7), ("max_bytes", 0, 2**34)):
+        if not lo <= getattr(cfg.hold, name) <= hi:
+            p.append((f"hold.{name}", f"expected {lo}..{hi}, got {getattr(cfg.hold, name)}"))
+    if not 0 <= cfg.hold.max_age_s <= 86_400:
+        p.append(("hold.max_age_s", f"expected 0..86400 seconds, got {cfg.hold.max_age_s}"))
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         p.append(("aggregator.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}"))
     return p

@@ -18,6 +18,8 @@ class Rejected(AggregatorError):
         super().__init__(message)
         self.reason = reason
         self.device_id = device_id
+        self.seq: int | None = None  # set once the record parsed: a permanent reject settles this seq
+        self.epoch: int | None = None
 
     def __repr__(self) -> str:
         return f"Rejected({self.reason!r}, {str(self)!r})"

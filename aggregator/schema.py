@@ -4,6 +4,8 @@ records: primary key (device_id, seq), the record kept verbatim (``record``), de
 devices: the sequence state the durable ack is computed from, plus per-device counters.
 gaps: policy gaps announced by gap records. rejects: counts by (device, reason).
 device_keys: keys learned from birth records, so a restarted worker knows devices whose birth it missed.
+settled_rejects, device_marks: what settles besides stored records (permanent rejects, low-water marks).
+equivocations: second versions of an already stored (device, seq), kept as evidence.
 """
 
 from __future__ import annotations
@@ -79,6 +81,32 @@ def ddl(blob: str) -> list[str]:
             device_id TEXT NOT NULL,
             chain {blob} NOT NULL,
             learned_ms BIGINT NOT NULL
+        )""",
+        # Receipts (DESIGN §8): seqs rejected for a permanent reason settle; reported once in a receipt.
+        """CREATE TABLE IF NOT EXISTS settled_rejects (
+            device_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            PRIMARY KEY (device_id, seq)
+        )""",
+        # The device's signed low-water mark (oldest seq its outbox holds): seqs below it are settled.
+        """CREATE TABLE IF NOT EXISTS device_marks (
+            device_id TEXT PRIMARY KEY,
+            low_water BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            received_ms BIGINT NOT NULL
+        )""",
+        # Equivocation evidence: a second, different record signed for a (device, seq) already stored.
+        f"""CREATE TABLE IF NOT EXISTS equivocations (
+            device_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            sha256 TEXT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            record {blob} NOT NULL,
+            PRIMARY KEY (device_id, seq, sha256)
         )""",
         """CREATE TABLE IF NOT EXISTS meta (
             name TEXT PRIMARY KEY,

@@ -22,11 +22,15 @@ from typing import Any
 from aggregator.acks import AckBatcher, encode_ack
 from aggregator.config import AggregatorConfig
 from aggregator.errors import Rejected, StoreError, TrustError
+from aggregator.hold import Hold, HoldLimits
+from aggregator.identity import Identity, load_identity
 from aggregator.mqtt_link import Inbound, MqttLink
+from aggregator.receipts import ReceiptBatcher
 from aggregator.store import BatchResult, RejectEvent, Store, open_store
 from aggregator.topics import OFFLINE_PAYLOAD, ack_topic, parse_topic, subscriptions
 from aggregator.trust import TrustStore, load_crl, load_registry, load_trust_store
 from aggregator.verifier import Limits, VerifiedRecord, Verifier
+from envelope import seal_receipt
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,10 @@ class AggregatorStats:
     policy_gap_seqs: int = 0
     skew_flagged: int = 0
     offline_events: int = 0
-    acks_published: int = 0
+    acks_published: int = 0  # receipts (or, without [identity], unsigned acks) published
+    held: int = 0  # records whose key was unknown, held for the birth record
+    released: int = 0  # held records verified again after the birth record arrived
+    equivocations: int = 0
     batches: int = 0
     store_errors: int = 0
     queue_depth: int = 0
@@ -77,6 +84,10 @@ class AggregatorService:
                                  Limits(config.max_record_bytes, int(config.max_skew_s * 1000)))
         self._queue: queue.Queue[Any] = queue.Queue(config.queue_size)
         self._acks = AckBatcher(config.ack_interval_ms)
+        self.identity: Identity | None = None
+        self._receipts: ReceiptBatcher | None = None
+        self._hold: Hold[Inbound] = Hold(HoldLimits(config.hold.max_records, config.hold.max_bytes,
+                                                    config.hold.max_age_s))
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
@@ -95,8 +106,10 @@ class AggregatorService:
         """Open the store, load trust, connect and subscribe. Raises an ``AggregatorError`` on failure."""
         cfg = self.config
         if self._trust_given is None and (cfg.trust.ca_files or cfg.trust.registry_files):
-            self.trust = load_trust_store(cfg.trust.ca_files, cfg.trust.crl_files, cfg.trust.registry_files)
+            self.trust = load_trust_store(cfg.trust.ca_files, cfg.trust.crl_files, cfg.trust.registry_files,
+                                          cfg.trust.bundle_files)
             self.verifier.trust = self.trust
+        self._start_identity()
         self._store = open_store(cfg.store.url, schema=cfg.store.schema)
         self._restore_keys(self._store)
         self._accepting = True
@@ -165,6 +178,17 @@ class AggregatorService:
 
     # ---- store thread --------------------------------------------------------------------------------------
 
+    def _start_identity(self) -> None:
+        """Receipts need [identity]; without it, the unsigned ack of round 1 (to be removed)."""
+        self.identity = load_identity(self.config.identity, self.trust.cas, datetime.now(timezone.utc),
+                                      self.trust.bundle)
+        if self.identity is None:
+            log.warning("no [identity] configured: publishing UNSIGNED acks; agents that verify receipts will "
+                        "ignore them (edge-provision aggregator init, then set identity.key and identity.cert_file)")
+            return
+        self._receipts = ReceiptBatcher(self.identity.aggregator_id, self.config.ack_interval_ms)
+        log.info("signing receipts as %s", self.identity.subject)
+
     def _restore_keys(self, store: Store) -> None:
         now = datetime.now(timezone.utc)
         for device_id, kid, chain in store.learned_keys():
@@ -184,6 +208,7 @@ class AggregatorService:
                 batch, stopping = self._take(stopping)
                 if batch:
                     self._process(batch)
+                self._expire_held()
                 now = time.monotonic()
                 if self.config.mqtt.shared_group and now >= refresh_at:
                     self._refresh_acks(now)
@@ -199,7 +224,7 @@ class AggregatorService:
             log.exception("store thread failed")
 
     def _take(self, stopping: bool) -> tuple[list[Inbound], bool]:
-        due = self._acks.next_due_ms()
+        due = self._receipts.next_due_ms() if self._receipts is not None else self._acks.next_due_ms()
         wait = 0.05 if due is None else max(0.0, (due - self._now_ms()) / 1000)
         batch: list[Inbound] = []
         try:
@@ -226,6 +251,8 @@ class AggregatorService:
         verified: list[VerifiedRecord] = []
         rejects: list[RejectEvent] = []
         offline: list[tuple[str, int]] = []
+        birth: set[str] = set()  # devices whose key is unknown: the receipt asks for the birth record
+        held = 0
         for item in batch:
             try:
                 if item.payload == OFFLINE_PAYLOAD and item.topic.endswith("/status"):
@@ -234,7 +261,13 @@ class AggregatorService:
                     continue
                 verified.append(self.verifier.verify(item.topic, item.payload, item.received_ms))
             except Rejected as e:
-                rejects.append(RejectEvent(e.device_id, e.reason, item.received_ms, str(e)))
+                if e.reason == "unknown_kid" and e.device_id:
+                    birth.add(e.device_id)
+                    if self._hold.add(e.device_id, item, len(item.payload), time.monotonic()):
+                        held += 1
+                        continue
+                    e.reason = "hold_full"
+                rejects.append(RejectEvent(e.device_id, e.reason, item.received_ms, str(e), e.seq, e.epoch))
                 log.debug("rejected %s on %s: %s", e.reason, item.topic[:120], e)
             except Exception as e:  # never let one record stop the loop
                 log.exception("unexpected error verifying a record on %s", item.topic[:120])
@@ -246,8 +279,7 @@ class AggregatorService:
         if self.config.mqtt.broker_ack == "after_commit":
             for item in batch:
                 self._link.ack(item.mid, item.qos)
-        for device_id, (seq, epoch) in result.acks.items():
-            self._acks.note(device_id, seq, epoch, force=device_id in result.force_ack)
+        self._note_settled(result, birth)
         now = time.monotonic()
         with self._lock:
             c = self._counts
@@ -255,6 +287,8 @@ class AggregatorService:
             c["verified"] += len(verified)
             c["batches"] += 1
             c["offline_events"] += len(offline)
+            c["held"] += held
+            c["equivocations"] += result.equivocations
             for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
                          "skew_flagged"):
                 c[name] += getattr(result, name)
@@ -265,6 +299,48 @@ class AggregatorService:
         for reason in ("epoch_regression",):
             if result.rejected.get(reason):
                 log.debug("%d record(s) rejected by the store: %s", result.rejected[reason], reason)
+        released = [r for d in sorted({vr.device_id for vr in verified if vr.learned}) for r in self._hold.release(d)]
+        if released:  # the birth record taught us their key: verify them again (already PUBACKed: qos 0 here)
+            with self._lock:
+                self._counts["released"] += len(released)
+            self._process([Inbound(r.topic, r.payload, 0, 0, r.retain, r.received_ms) for r in released])
+
+    def _note_settled(self, result: BatchResult, birth: set[str]) -> None:
+        """Feed the committed settled points to the receipt (or legacy ack) batcher."""
+        if self._receipts is None:
+            for device_id, (seq, epoch) in result.acks.items():
+                self._acks.note(device_id, seq, epoch, force=device_id in result.force_ack)
+            return
+        waiting = self._hold.devices() | birth
+        points = dict(result.acks)
+        missing = [d for d in waiting if d not in points]
+        if missing:
+            try:
+                assert self._store is not None
+                points.update(self._store.acks_for(missing))
+            except Exception as e:
+                log.warning("cannot read settled points for a birth request: %s", e)
+        for device_id, (seq, epoch) in points.items():
+            self._receipts.note(device_id, seq, epoch, rejected=result.settled_rejects.get(device_id),
+                                birth=device_id in waiting, force=device_id in result.force_ack)
+        for device_id in missing:
+            if device_id not in points:
+                self._receipts.note(device_id, 0, 0, birth=True)
+
+    def _expire_held(self) -> None:
+        """Held records that waited too long: counted (transient), never settled; the device re-sends."""
+        expired = self._hold.expire(time.monotonic())
+        if not expired:
+            return
+        events = [RejectEvent(d, "hold_expired", item.received_ms, "no birth record arrived for its key")
+                  for d, item in expired]
+        try:
+            assert self._store is not None
+            self._store.count_rejects(events)
+        except StoreError as e:
+            log.warning("cannot count expired held records: %s", e)
+        with self._lock:
+            self._rejected.update(e.reason for e in events)
 
     def _commit(self, verified: list[VerifiedRecord], rejects: list[RejectEvent],
                 offline: list[tuple[str, int]]) -> BatchResult | None:
@@ -292,7 +368,28 @@ class AggregatorService:
         except StoreError as e:
             log.error("store still unavailable: %s", e)
 
+    def _publish_receipts(self, final: bool) -> None:
+        assert self._receipts is not None and self.identity is not None and self._link is not None
+        now_ms = self._now_ms()
+        due = self._receipts.flush(now_ms) if final else self._receipts.due(now_ms)
+        if not due:
+            return
+        prefix, ident = self.config.mqtt.topic_prefix, self.identity
+        infos = [self._link.publish(ack_topic(prefix, r.dev), seal_receipt(ident.signer, ident.chain_der, r))
+                 for r in due]
+        with self._lock:
+            self._counts["acks_published"] += len(due)
+        if final:
+            for info in infos:
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):
+                    log.warning("final receipt not confirmed by the broker before shutdown")
+
     def _publish_acks(self, *, final: bool = False) -> None:
+        if self._receipts is not None:
+            self._publish_receipts(final)
+            return
         now_ms = self._now_ms()
         due = self._acks.flush(now_ms) if final else self._acks.due(now_ms)
         if not due:
@@ -319,7 +416,10 @@ class AggregatorService:
             return
         try:
             for device_id, (seq, epoch) in self._store.acks_for(recent).items():
-                self._acks.note(device_id, seq, epoch)
+                if self._receipts is not None:
+                    self._receipts.note(device_id, seq, epoch)
+                else:
+                    self._acks.note(device_id, seq, epoch)
         except Exception as e:
             log.warning("cannot refresh acks from the store: %s", e)
             self._reconnect_store()

@@ -9,6 +9,7 @@ are locked in sorted order, so concurrent batches for one device serialise and e
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from collections import Counter
@@ -22,6 +23,7 @@ import cbor2
 from aggregator.errors import StoreError
 from aggregator.schema import SCHEMA_VERSION, ddl
 from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
+from aggregator.settle import is_permanent, low_water_of
 from aggregator.verifier import SKEW_FUTURE, SKEW_PAST, VerifiedRecord
 from envelope import labels
 
@@ -41,6 +43,8 @@ class RejectEvent:
     reason: str
     received_ms: int
     detail: str = ""
+    seq: int | None = None  # known when the record parsed: a permanent reject then settles this seq
+    epoch: int | None = None
 
 
 @dataclass
@@ -72,6 +76,8 @@ class BatchResult:
     rejected: Counter[str] = field(default_factory=Counter)
     acks: dict[str, tuple[int, int]] = field(default_factory=dict)
     force_ack: set[str] = field(default_factory=set)  # duplicates seen: re-send the ack even if unchanged
+    settled_rejects: dict[str, dict[int, str]] = field(default_factory=dict)  # device -> {seq: reason}, new
+    equivocations: int = 0
 
 
 class Store:
@@ -136,8 +142,11 @@ class Store:
                      offline: Sequence[tuple[str, int]] = ()) -> BatchResult:
         """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure."""
         result = BatchResult()
-        devices = sorted({vr.device_id for vr in items} | {d for d, _ in offline})
+        settling = [r for r in rejects if r.device_id and r.seq is not None and 1 <= r.seq < 2**63
+                    and is_permanent(r.reason)]
+        devices = sorted({vr.device_id for vr in items} | {d for d, _ in offline} | {r.device_id for r in settling})
         all_rejects = list(rejects)
+        second_copies: list[VerifiedRecord] = []
         try:
             self._begin()
             books, deltas = self._lock_devices(devices)
@@ -146,10 +155,14 @@ class Store:
                 book, delta = books[vr.device_id], deltas[vr.device_id]
                 decision = book.admit(vr.seq, vr.epoch)
                 if decision.verdict == EPOCH_REGRESSION:
-                    all_rejects.append(RejectEvent(vr.device_id, "epoch_regression", vr.received_ms, decision.detail))
+                    event = RejectEvent(vr.device_id, "epoch_regression", vr.received_ms, decision.detail, vr.seq,
+                                        vr.epoch)
+                    all_rejects.append(event)
+                    settling.append(event)
                 elif decision.verdict == DUPLICATE:
                     delta.duplicates += 1
                     result.force_ack.add(vr.device_id)
+                    second_copies.append(vr)
                 else:
                     candidates.append((vr, decision))
             inserted = self._insert_records([vr for vr, _ in candidates])
@@ -160,6 +173,7 @@ class Store:
                     book.duplicate(vr.seq)
                     delta.duplicates += 1
                     result.force_ack.add(vr.device_id)
+                    second_copies.append(vr)
                     continue
                 book.stored(vr.seq, vr.epoch)
                 delta.stored += 1
@@ -181,6 +195,10 @@ class Store:
                     delta.policy_gap_seqs += book.cover(g.first, g.last, vr.epoch)
                 if vr.learned:
                     self._save_key(vr)
+                if vr.record.kind in (labels.KIND_STATUS, labels.KIND_TELEMETRY):
+                    self._note_low_water(vr, book)
+            result.equivocations += self._check_equivocation(second_copies)
+            self._settle_rejects(settling, books, result)
             for device_id, ms in offline:
                 delta = deltas[device_id]
                 if (delta.status_ms or 0) <= ms:
@@ -202,11 +220,58 @@ class Store:
             raise StoreError(f"{self.where}: batch of {len(items)} records not committed: {e}") from e
         for device_id in devices:
             self._books[device_id] = (self._versions[device_id] + 1, books[device_id])
-        for d in result.force_ack:
+        for d in result.force_ack | set(result.settled_rejects):
             if d not in result.acks:
                 result.acks[d] = (books[d].contiguous, books[d].contiguous_epoch)
         result.rejected.update(r.reason for r in all_rejects)
         return result
+
+    def _note_low_water(self, vr: VerifiedRecord, book: DeviceBook) -> None:
+        """A verified birth/telemetry payload's low-water mark settles every seq below it (DESIGN §8)."""
+        try:
+            low = low_water_of(vr.record.payload())
+        except Exception:  # a payload that does not decode carries no mark
+            low = None
+        if low is None or low <= 1:
+            return
+        book.cover(1, low - 1, vr.epoch)
+        self._exec("INSERT INTO device_marks AS m (device_id, low_water, epoch, received_ms) VALUES (?,?,?,?) "
+                   "ON CONFLICT (device_id) DO UPDATE SET low_water = excluded.low_water, epoch = excluded.epoch, "
+                   "received_ms = excluded.received_ms WHERE excluded.low_water > m.low_water",
+                   (vr.device_id, low, vr.epoch, vr.received_ms))
+
+    def _settle_rejects(self, settling: Sequence[RejectEvent], books: dict[str, DeviceBook],
+                        result: BatchResult) -> None:
+        """Permanent rejects of seqs not stored and not settled yet: persisted, covered, reported once."""
+        for r in settling:
+            assert r.seq is not None
+            book = books[r.device_id]
+            if r.seq <= book.contiguous or r.seq in book.stored_above:
+                continue  # already settled or stored: a bad copy of a good record changes nothing
+            cur = self._exec("INSERT INTO settled_rejects (device_id, seq, epoch, reason, received_ms) "
+                             "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                             (r.device_id, r.seq, r.epoch or 0, r.reason, r.received_ms))
+            book.cover(r.seq, r.seq, r.epoch or book.max_epoch)
+            if cur.rowcount == 1:
+                result.settled_rejects.setdefault(r.device_id, {})[r.seq] = r.reason
+
+    def _check_equivocation(self, copies: Sequence[VerifiedRecord]) -> int:
+        """Second copies of a stored (device, seq): equal bytes are duplicates, different bytes evidence."""
+        found = 0
+        for vr in copies:
+            row = self._exec("SELECT record FROM records WHERE device_id = ? AND seq = ?",
+                             (vr.device_id, vr.seq)).fetchone()
+            if row is None or bytes(row[0]) == vr.record.raw:
+                continue
+            digest = hashlib.sha256(vr.record.raw).hexdigest()
+            cur = self._exec("INSERT INTO equivocations (device_id, seq, epoch, sha256, received_ms, record) "
+                             "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                             (vr.device_id, vr.seq, vr.epoch, digest, vr.received_ms, vr.record.raw))
+            if cur.rowcount == 1:
+                found += 1
+                log.warning("equivocation: %s signed two different records with seq %d (evidence kept)",
+                            vr.device_id, vr.seq)
+        return found
 
     def _lock_devices(self, devices: Sequence[str]) -> tuple[dict[str, DeviceBook], dict[str, _Delta]]:
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
@@ -234,7 +299,16 @@ class Store:
                                  (device_id, c)).fetchall())
         policy = [tuple(r) for r in self._exec("SELECT first_seq, last_seq, epoch FROM gaps WHERE device_id = ? "
                                                "AND last_seq > ? ORDER BY first_seq", (device_id, c)).fetchall()]
-        return DeviceBook(c, ce, m, me, stored, policy)
+        book = DeviceBook(c, ce, m, me, stored, [])
+        for first, last, epoch in policy:
+            book.cover(first, last, epoch)
+        for seq, epoch in self._exec("SELECT seq, epoch FROM settled_rejects WHERE device_id = ? AND seq > ?",
+                                     (device_id, c)).fetchall():
+            book.cover(seq, seq, epoch)
+        mark = self._exec("SELECT low_water, epoch FROM device_marks WHERE device_id = ?", (device_id,)).fetchone()
+        if mark is not None and mark[0] - 1 > c:
+            book.cover(1, mark[0] - 1, mark[1])
+        return book
 
     def _insert_records(self, items: Sequence[VerifiedRecord]) -> list[bool]:
         if not items:
@@ -315,6 +389,20 @@ class Store:
         self._end_read()
         return out
 
+    def equivocations(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Evidence of equivocation: the second record of each (device, seq), with the stored first one."""
+        sql = ("SELECT e.device_id, e.seq, e.epoch, e.sha256, e.received_ms, e.record, r.record FROM equivocations e "
+               "LEFT JOIN records r ON r.device_id = e.device_id AND r.seq = e.seq")
+        params: list[Any] = []
+        if device_id:
+            sql += " WHERE e.device_id = ?"
+            params.append(device_id)
+        rows = self._exec(sql + " ORDER BY e.device_id, e.seq, e.received_ms", params).fetchall()
+        self._end_read()
+        return [{"device_id": d, "seq": int(q), "epoch": int(e), "sha256": h, "received_ms": int(ms),
+                 "record": bytes(second), "first": bytes(first) if first is not None else None}
+                for d, q, e, h, ms, second, first in rows]
+
     def _end_read(self) -> None:
         if self.dialect == "postgresql":
             self._conn.rollback()  # end the implicit read transaction so we see other workers' commits
@@ -329,11 +417,17 @@ class Store:
         rejects: dict[str, dict[str, int]] = {}
         for device_id, reason, count in self._exec("SELECT device_id, reason, count FROM rejects").fetchall():
             rejects.setdefault(device_id, {})[reason] = int(count)
+        equivocations = {d: int(n) for d, n in self._exec(
+            "SELECT device_id, COUNT(*) FROM equivocations GROUP BY device_id").fetchall()}
+        settled = {d: int(n) for d, n in self._exec(
+            "SELECT device_id, COUNT(*) FROM settled_rejects GROUP BY device_id").fetchall()}
         for dev in devices:
             book = self._load_book(dev["device_id"], dev["contiguous_seq"], dev["contiguous_epoch"], dev["max_seq"],
                                    dev["max_epoch"])
             dev["missing"] = book.missing()
             dev["rejects"] = rejects.pop(dev["device_id"], {})
+            dev["equivocations"] = equivocations.get(dev["device_id"], 0)
+            dev["settled_rejects"] = settled.get(dev["device_id"], 0)
         for device_id, by_reason in sorted(rejects.items()):
             devices.append({"device_id": device_id, "rejects": by_reason, "unknown_device": True})
         self._end_read()

@@ -1,9 +1,10 @@
 """Which public keys may sign which device's records: fleet CA(s), CRLs, learned and registered devices.
 
-A device key is trusted when its certificate chains to a fleet CA, is within validity, is not revoked and
-names the device (``provisioning.verify_device_chain``: CN = SAN id), or when the operator's registry
-(``edge-provision fleet export-registry``, read with ``provisioning.load_registry``) lists it as active.
-Keys are found by kid (DESIGN §3). Revocation and expiry are checked again on every lookup, so a CRL
+A device key is trusted when its certificate chains to a fleet root (intermediates from the birth record's
+x5chain or a configured bundle), is within validity, neither it nor a CA above it is revoked (the CRL of any
+CA on the path), and it names the device (``provisioning.chain``: role device, CN = SAN id), or when the
+operator's registry (``edge-provision fleet export-registry``, read with ``provisioning.load_registry``)
+lists it as active. Keys are found by kid (DESIGN §3). Revocation and expiry are checked again on every lookup, so a CRL
 reload takes effect for devices learned before it. No file I/O except in the ``load_*`` helpers.
 """
 
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 import provisioning
 from aggregator.errors import Rejected, TrustError
 from envelope import PublicKey, kid_for
+from provisioning.chain import verified_path
 
 log = logging.getLogger(__name__)
 
@@ -42,39 +44,41 @@ class DeviceKey:
     issuer: bytes | None = None  # DER of the issuer name (the CRL lookup key)
     not_after: datetime | None = None
     revoked: bool = False  # the registry already marked it revoked
+    ancestors: tuple[tuple[bytes, int], ...] = ()  # (issuer DER, serial) of the CAs between it and the root
 
 
 def check_device_chain(chain_der: Sequence[bytes], device_id: str, cas: Sequence[x509.Certificate],
-                       crls: Sequence[x509.CertificateRevocationList], now: datetime) -> x509.Certificate:
-    """Verify a birth record's x5chain for ``device_id`` at ``now``; returns the leaf certificate.
+                       crls: Sequence[x509.CertificateRevocationList], now: datetime,
+                       bundle: Sequence[x509.Certificate] = ()) -> list[x509.Certificate]:
+    """Verify a birth record's x5chain for ``device_id`` at ``now``; returns the path [leaf, ..., root].
 
-    Delegates to ``provisioning.verify_device_chain`` (path to a fleet CA, validity, CN = SAN id, CRL) and
-    maps its reasons to reject reasons; then checks that the certified id is the topic's device.
+    Delegates to ``provisioning.chain.verified_path`` (path to a fleet root through carried or bundled
+    intermediates, validity, role, CN = SAN id, CRLs of every CA on the path) and maps its reasons to reject
+    reasons; then checks that the certified id is the topic's device.
     """
     if not chain_der:
         raise Rejected("bad_chain", "birth record carries no certificate", device_id=device_id)
     try:
-        identity = provisioning.verify_device_chain(chain_der[0], list(chain_der[1:]), list(cas),
-                                                    list(crls) or None, now)
-        leaf = x509.load_der_x509_certificate(chain_der[0])
+        path = verified_path(chain_der, cas, crls, now, "device", bundle=bundle)
     except provisioning.InvalidInput as e:
         raise Rejected(_CHAIN_REASONS.get(e.reason, "bad_chain"), f"device certificate refused: {e}",
                        device_id=device_id) from e
-    except ValueError as e:
-        raise Rejected("bad_chain", f"device certificate is not DER X.509: {e}", device_id=device_id) from e
+    leaf = path[0]
+    identity = provisioning.leaf_identity(leaf)
     if identity != device_id:
         raise Rejected("key_mismatch", f"certificate names device {identity!r}, the topic names {device_id!r}",
                        device_id=device_id)
-    return leaf
+    return path
 
 
 class TrustStore:
     """Fleet CAs, CRLs and the keys of known devices, by kid. Thread-safe; lookups are dict reads."""
 
     def __init__(self, cas: Iterable[x509.Certificate] = (), crls: Iterable[x509.CertificateRevocationList] = (),
-                 registry: Iterable[DeviceKey] = ()) -> None:
+                 registry: Iterable[DeviceKey] = (), bundle: Iterable[x509.Certificate] = ()) -> None:
         self._lock = threading.Lock()
         self._cas = list(cas)
+        self._bundle = list(bundle)  # intermediates a birth record's x5chain may leave out
         self._crls: list[x509.CertificateRevocationList] = []
         self._revoked: set[tuple[bytes, int]] = set()
         self._revoked_serials: set[int] = set()
@@ -87,16 +91,29 @@ class TrustStore:
     def cas(self) -> list[x509.Certificate]:
         return list(self._cas)
 
+    @property
+    def bundle(self) -> list[x509.Certificate]:
+        return list(self._bundle)
+
     def set_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
-        """Replace the CRLs. Each must be signed by one of the CAs; revocation applies to later lookups."""
+        """Replace the CRLs; revocation applies to later lookups.
+
+        A CRL whose issuer is a configured CA (root or bundle) must be signed by it. A CRL of an intermediate
+        that only birth records carry cannot be checked yet: it is kept, and each chain check verifies it
+        against the intermediate on the path (a forged one then refuses that path: it fails closed).
+        """
         crls = list(crls)
         revoked: set[tuple[bytes, int]] = set()
         for crl in crls:
-            issuer = next((ca for ca in self._cas if ca.subject == crl.issuer), None)
-            public = issuer.public_key() if issuer is not None else None
-            if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)) or \
-                    not crl.is_signature_valid(public):
-                raise TrustError(f"CRL issued by {crl.issuer.rfc4514_string()} is not signed by a fleet CA")
+            issuer = next((ca for ca in self._cas + self._bundle if ca.subject == crl.issuer), None)
+            if issuer is None:
+                log.info("CRL of %s: its CA is not configured; checked against the chain that names it",
+                         crl.issuer.rfc4514_string())
+            else:
+                public = issuer.public_key()
+                if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)) or \
+                        not crl.is_signature_valid(public):
+                    raise TrustError(f"CRL issued by {crl.issuer.rfc4514_string()} is not signed by that CA")
             revoked.update((crl.issuer.public_bytes(), r.serial_number) for r in crl)
         with self._lock:
             self._crls = crls
@@ -113,7 +130,7 @@ class TrustStore:
             return list(self._keys.values())
 
     def _is_revoked(self, key: DeviceKey) -> bool:
-        if key.revoked:
+        if key.revoked or any(a in self._revoked for a in key.ancestors):
             return True
         if key.serial is None:
             return False
@@ -137,7 +154,8 @@ class TrustStore:
     def learn_chain(self, device_id: str, x5chain: Sequence[bytes], kid: bytes, now: datetime) -> DeviceKey:
         """Verify a birth record's chain for ``device_id``; returns its key (the caller adds it once the
         record's signature also verified)."""
-        leaf = check_device_chain(x5chain, device_id, self._cas, self._crls, now)
+        path = check_device_chain(x5chain, device_id, self._cas, self._crls, now, self._bundle)
+        leaf = path[0]
         public = leaf.public_key()
         if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
             raise Rejected("bad_chain", f"certificate key type {type(public).__name__} is not P-256 or Ed25519",
@@ -145,8 +163,9 @@ class TrustStore:
         if kid_for(public) != kid:
             raise Rejected("key_mismatch", f"record kid {kid.hex()} is not the certificate's key "
                            f"{kid_for(public).hex()}", device_id=device_id)
+        ancestors = tuple((c.issuer.public_bytes(), c.serial_number) for c in path[1:-1])
         return DeviceKey(device_id, kid, public, "x5chain", leaf.serial_number, leaf.issuer.public_bytes(),
-                         leaf.not_valid_after_utc)
+                         leaf.not_valid_after_utc, ancestors=ancestors)
 
 
 # ---- loading from files (the thin I/O part) ----------------------------------------------------------
@@ -181,10 +200,17 @@ def load_registry(path: str | Path) -> list[DeviceKey]:
 
 
 def load_trust_store(ca_files: Sequence[str], crl_files: Sequence[str] = (),
-                     registry_files: Sequence[str] = ()) -> TrustStore:
-    """Build a ``TrustStore`` from files named in the config."""
-    cas = [c for f in ca_files for c in load_certificates(f)]
-    store = TrustStore(cas, [load_crl(f) for f in crl_files])
+                     registry_files: Sequence[str] = (), bundle_files: Sequence[str] = ()) -> TrustStore:
+    """Build a ``TrustStore`` from files named in the config.
+
+    ``ca_files`` are trust anchors (the fleet root alone is enough); ``bundle_files`` hold intermediates
+    for chains that do not carry them. A CA file that holds root and intermediate (the fleet's
+    ca-bundle.pem) also works: its self-signed certificates are anchors, the others intermediates.
+    """
+    found = [c for f in ca_files for c in load_certificates(f)]
+    cas = [c for c in found if c.issuer == c.subject] or found
+    bundle = [c for c in found if c not in cas] + [c for f in bundle_files for c in load_certificates(f)]
+    store = TrustStore(cas, [load_crl(f) for f in crl_files], bundle=bundle)
     for f in registry_files:
         for key in load_registry(f):
             store.add(key)

@@ -116,7 +116,11 @@ class Verifier:
             record = open_record(data, max_bytes=self.limits.max_record_bytes)
         except EnvelopeError as e:
             raise Rejected(e.reason, str(e), device_id=info.device_id) from e
-        return self.verify_record(record, info, received_ms)
+        try:
+            return self.verify_record(record, info, received_ms)
+        except Rejected as e:
+            e.seq, e.epoch = record.seq, record.epoch  # the seq this reject may settle (aggregator.settle)
+            raise
 
     def verify_record(self, record: Record, info: TopicInfo, received_ms: int) -> VerifiedRecord:
         """Verify an already parsed record against the topic it arrived on."""

@@ -84,12 +84,14 @@ def test_gap_reorder_and_epoch_regression(store_url, world) -> None:
         stale = verify_all(v, [a.record(epoch=0)])
         r = store.commit_batch(stale)
         assert r.rejected["epoch_regression"] == 1 and r.stored == 0
+        # rejected for good: seq 7 settles (DESIGN §8) and is reported once
+        assert r.acks["dev-a"][0] == 7 and r.settled_rejects == {"dev-a": {7: "epoch_regression"}}
         a.seq += 5
         evicted_gap = verify_all(v, [a.gap(8, 12)])  # seq 13; 7 was the stale one (not stored)
         r = store.commit_batch(evicted_gap)
-        assert r.policy_gap_seqs == 5 and "dev-a" not in r.acks  # 7 is still missing
-        r = store.commit_batch(verify_all(v, [a.record(seq=7)]))
-        assert r.acks == {"dev-a": (13, 1)}
+        assert r.policy_gap_seqs == 5 and r.acks == {"dev-a": (13, 1)}
+        r = store.commit_batch(verify_all(v, [a.record(seq=7)]))  # a late genuine 7 is still stored
+        assert r.stored == 1 and r.acks.get("dev-a", (13, 1)) == (13, 1)
         stats = {d["device_id"]: d for d in store.device_stats()}
         assert stats["dev-a"]["missing"] == 0 and stats["dev-a"]["policy_gap_seqs"] == 5
         assert stats["dev-a"]["rejects"] == {"epoch_regression": 1}
