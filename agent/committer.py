@@ -49,6 +49,7 @@ class CommitterStats:
     healthy: bool = True
     unhealthy_since: float | None = None  # monotonic time of the first failed commit of the current streak
     urgent_dropped: int = 0
+    receipt_write_errors: int = 0
 
 
 class Committer:
@@ -75,6 +76,7 @@ class Committer:
         self._rng = random.Random()
         self.on_commit: Callable[[CommitResult], None] | None = None
         self.stall_hook: Callable[[str], None] | None = None  # fault injection (agent.watchdog.StallSwitch)
+        self.persist_receipt: Callable[[object], None] | None = None  # agent.receipts.ReceiptChecker.keep
         # Aggregator delivery: every seq between the last ack and the oldest row was evicted, so a gap record
         # can name the whole range (see gap_draft). Broker delivery deletes rows one by one, so it cannot.
         self.gap_from_ack = False
@@ -86,8 +88,12 @@ class Committer:
         self._thread.start()
 
     def ack(self, seq: int) -> None:
-        """The aggregator stored everything up to ``seq`` durably."""
+        """A verified receipt settled everything up to ``seq``: delete it."""
         self._control.append(("ack", seq))
+
+    def keep_receipt(self, receipt: object) -> None:
+        """Persist the latest valid receipt (with ``persist_receipt``) before the delete queued after it."""
+        self._control.append(("receipt", receipt))
 
     def put_urgent(self, draft: Draft) -> None:
         """Queue an agent-made record (telemetry) beside the pipelines' queue, so it is committed even while
@@ -105,7 +111,8 @@ class Committer:
     def stop(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop. Pipelines must have stopped first."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started (an aborted Agent.start may not have started it)
+            self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:
@@ -173,7 +180,14 @@ class Committer:
         while self._control:
             kind, value = self._control.popleft()
             try:
-                if kind == "ack":
+                if kind == "receipt":
+                    if self.persist_receipt is not None:
+                        try:
+                            self.persist_receipt(value)
+                        except OSError as e:
+                            self.stats.receipt_write_errors += 1
+                            log.error("cannot keep the latest receipt on disk: %s", e)
+                elif kind == "ack":
                     assert isinstance(value, int)
                     if value > self.outbox.last_seq:
                         log.warning("aggregator acked seq %d beyond the last committed seq %d: was the outbox "

@@ -24,6 +24,7 @@ from agent.settings import (
     MqttConfig,
     OutboxConfig,
     PipelineConfig,
+    ReceiptsConfig,
     ReplaySourceConfig,
     SerialSourceConfig,
     SimulatedSourceConfig,
@@ -281,6 +282,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
         password_file=_file("password_file"),
         reconnect_min_s=mt.get("reconnect_min_s", float, md.reconnect_min_s, check=_positive),
         reconnect_max_s=mt.get("reconnect_max_s", float, md.reconnect_max_s, check=_positive),
+        degraded_after_s=mt.get("degraded_after_s", float, md.degraded_after_s, check=_positive),
     )
     mt.finish()
     if (mqtt.cert_file is None) != (mqtt.key_file is None):
@@ -307,6 +309,18 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
                           check=lambda v: None if 0.2 <= v <= 3600 else f"must be 0.2..3600, got {v}"),
     )
     st.finish()
+
+    rt = top.table("receipts")
+    rpath = rt.get("path", str, "", check=lambda v: None if v else "must not be empty (omit it for the default)")
+    rca = rt.get("ca_file", str, None)
+    rcrl = rt.get("crl_file", str, None)
+    receipts = ReceiptsConfig(
+        ca_file=_resolve(base_dir, rca) if rca else mqtt.ca_file,
+        crl_file=_resolve(base_dir, rcrl) if rcrl else None,
+        path=_resolve(base_dir, rpath) if rpath else (
+            os.path.join(os.path.dirname(outbox.path), "receipt.cose") if outbox.path else ""),
+    )
+    rt.finish()
     top.finish()
     for pc in pipelines:
         if pc.hop > 10 * pc.window:
@@ -316,7 +330,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
         raise ConfigError(source_file, p.items)
     return AgentConfig(source_file=source_file, device_id=device_id, key_uri=key_uri, pipelines=tuple(pipelines),
                        outbox=outbox, mqtt=mqtt, telemetry=telemetry, watchdog=watchdog, status=status,
-                       log_level=log_level,
+                       receipts=receipts, log_level=log_level,
                        device_id_file=_resolve(base_dir, device_id_file) if device_id_file else None,
                        certificate=_resolve(base_dir, certificate) if certificate else None)
 
@@ -356,6 +370,10 @@ def check_environment(cfg: AgentConfig) -> None:
             mode = stat.S_IMODE(os.stat(value).st_mode)
             if mode & 0o077:
                 p.add(f"mqtt.{name}", f"file {value} has mode {mode:04o}; run `chmod 600 {value}`")
+    for name in ("ca_file", "crl_file"):
+        value = getattr(cfg.receipts, name)
+        if value and not os.path.isfile(value):
+            p.add(f"receipts.{name}", f"file {value} does not exist")
     if p.items:
         raise ConfigError(cfg.source_file, p.items)
 

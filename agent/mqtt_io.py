@@ -14,8 +14,10 @@ committer threads. See docs/benchmarks.md for before/after figures.
   shared "Success" reason code and an empty property set; anything else (PUBCOMP, a PUBACK carrying
   properties, a malformed packet) goes through paho's code unchanged.
 
-Both rely on paho internals (``_in_packet``, ``_out_messages``, ``_do_on_publish``, ``_handle_pubackcomp``)
-that are stable across paho-mqtt 2.0-2.2; ``LeanClient`` falls back to paho's path if they are missing.
+This is the one module that touches paho internals (``_sock``, ``_in_packet``, ``_out_messages``,
+``_do_on_publish``, ``_handle_pubackcomp``; listed in ``PAHO_INTERNALS`` and checked by a contract test);
+``agent.publisher`` drives paho through its public API only. ``LeanClient`` falls back to paho's path if
+they are missing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-__all__ = ["BufferedSocket", "LeanClient"]
+__all__ = ["PAHO_INTERNALS", "TESTED_PAHO", "BufferedSocket", "LeanClient", "wrap_socket"]
 
 READ_AHEAD = 65536
 
@@ -47,14 +49,23 @@ class BufferedSocket:
         self._in_pos = 0
         self._out = bytearray()
         self._error: OSError | None = None
+        self.recv_error: BaseException | None = None  # why the last read failed (TLS alert...): see link_health
+        self.eof = False  # the peer closed the connection
 
     # ----- what paho calls ---------------------------------------------------------------------------
     def recv(self, bufsize: int) -> bytes:
         if self._in_pos >= len(self._in):
             if self._error is not None:
                 raise self._error
-            data = self._sock.recv(READ_AHEAD)  # BlockingIOError / SSLWantReadError propagate to paho
+            try:
+                data = self._sock.recv(READ_AHEAD)  # BlockingIOError / SSLWantReadError propagate to paho
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except OSError as e:
+                self.recv_error = e
+                raise
             if not data:
+                self.eof = True
                 return b""
             self._in, self._in_pos = data, 0
         end = self._in_pos + bufsize
@@ -113,9 +124,13 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-def wrap_socket(client: mqtt.Client) -> BufferedSocket | None:
-    """Wrap ``client``'s freshly connected socket (after ``connect()``); None when there is none."""
-    sock = client.socket()
+def wrap_socket(client: mqtt.Client, sock: Any | None = None) -> BufferedSocket | None:
+    """Wrap ``client``'s freshly opened socket (from ``on_socket_open``, or after ``connect()``).
+
+    None when there is none. Must run before paho writes to the socket through a path we do not flush: in
+    ``on_socket_open`` the CONNECT packet is not yet sent, so it goes through the buffer like everything else.
+    """
+    sock = client.socket() if sock is None else sock
     if sock is None or isinstance(sock, BufferedSocket):
         return sock
     if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
@@ -123,6 +138,15 @@ def wrap_socket(client: mqtt.Client) -> BufferedSocket | None:
     wrapped = BufferedSocket(sock)
     client._sock = wrapped  # paho has no public "use this socket" call
     return wrapped
+
+
+# Every private paho name this module relies on; tests/unit/test_paho_shim.py checks them against the
+# installed paho, so an upgrade that moves one fails a unit test instead of the agent in the field.
+PAHO_INTERNALS: dict[str, tuple[str, ...]] = {
+    "class": ("_handle_pubackcomp", "_do_on_publish"),
+    "instance": ("_sock", "_in_packet", "_out_messages", "_out_message_mutex", "_protocol"),
+}
+TESTED_PAHO = ("2.2.0",)  # pyproject pins paho-mqtt to these releases
 
 
 class LeanClient(mqtt.Client):

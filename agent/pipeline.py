@@ -109,7 +109,8 @@ class PipelineRunner:
         self.source.close()
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started (an aborted Agent.start may not have started it)
+            self._thread.join(timeout)
 
     def _put(self, draft: Draft) -> bool:
         while not self._stop.is_set():

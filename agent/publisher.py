@@ -1,9 +1,16 @@
-"""The MQTT link: one thread that owns the paho client, publishes outbox rows in seq order, and reads acks.
+"""The MQTT link: the thin paho shell around the delivery core (``agent.delivery``).
 
-paho runs in external-loop mode (``loop_read``/``loop_write``/``loop_misc`` around our own ``select``), so
-network I/O and publishing happen on one thread with no lock hand-offs, and an idle link wakes once a
-second. The committer hands fresh rows over with ``notify``; everything else (resends after a reconnect, a
-restart or an ack timeout) is read back from the outbox, which is the only source of truth.
+One thread owns the paho client in external-loop mode (``loop_read``/``loop_write``/``loop_misc`` around our
+own ``select``), so network I/O and publishing happen on one thread with no lock hand-offs, and an idle link
+wakes once a second. What to publish, when to re-send, what may be deleted and when the link is dead is
+decided by ``DeliveryCore``; this module turns paho callbacks (``on_connect``, ``on_socket_open``,
+``on_socket_close``, ``on_publish``, ``on_message``) into its events and carries out its actions. paho is
+used through its public API only; the few private attributes that are unavoidable live in ``agent.mqtt_io``.
+
+The committer hands fresh rows over with ``notify``; everything else (resends after a reconnect, a restart
+or a receipt timeout) is read back from the outbox, which is the only source of truth. Refused connects are
+classified and timed by ``agent.link_health``; receipts are verified by ``agent.receipts`` before the core
+sees them.
 """
 
 from __future__ import annotations
@@ -17,11 +24,10 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import cbor2
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -29,8 +35,32 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import backoff_delay
+from agent.delivery import (
+    Action,
+    BirthCommitted,
+    Connected,
+    DeleteSeqs,
+    DeleteThrough,
+    DeliveryCore,
+    Disconnected,
+    Event,
+    Inbound,
+    KeepReceipt,
+    NewRows,
+    PubAck,
+    PublishNext,
+    ReceiptInvalid,
+    ReceiptVerified,
+    Reconnect,
+    RepublishBirth,
+    Scanned,
+    Sent,
+    Tick,
+)
+from agent.link_health import ConnectHealth, classify
 from agent.mqtt_io import BufferedSocket, LeanClient, wrap_socket
 from agent.outbox import OutboxReader, Row
+from agent.receipts import ReceiptChecker, ReceiptRefused
 from agent.settings import MqttConfig
 from agent.topics import Topics
 
@@ -38,7 +68,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE_PAYLOAD = b"offline"
 PACKET_OVERHEAD = 64  # fixed header, topic length field, packet id, v5 properties
-DEAD_LINK_KEEPALIVES = 1.5  # silence from the broker longer than this many keepalives means a dead link
+READ_BATCH = 500  # rows per outbox read when re-sending
 
 
 def record_budget(max_packet_bytes: int, topic: str) -> int:
@@ -46,67 +76,60 @@ def record_budget(max_packet_bytes: int, topic: str) -> int:
     return max_packet_bytes - len(topic.encode()) - PACKET_OVERHEAD
 
 
-def parse_ack(payload: bytes) -> int:
-    """Seq of an aggregator ack (CBOR map with integer ``seq``); ValueError on anything else."""
-    try:
-        obj = cbor2.loads(payload)
-    except Exception as e:
-        raise ValueError(f"ack is not CBOR: {e}") from e
-    seq = obj.get("seq") if isinstance(obj, dict) else None
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValueError(f"ack must be a CBOR map with a non-negative integer 'seq', got {obj!r:.80}")
-    return seq
-
-
 @dataclass
 class LinkCounters:
-    """Monotonic counters of the MQTT link, for telemetry and `edge-agent status`."""
+    """Monotonic counters of the connection itself (delivery counters are the core's)."""
 
     connects: int = 0
     disconnects: int = 0
     connect_failures: int = 0
-    published: int = 0
-    pubacks: int = 0
-    publish_rejected: int = 0
-    resends: int = 0
-    acks: int = 0
-    bad_acks: int = 0
-    dead_link_detected: int = 0
-    last_ack_seq: int = 0
-    rejected_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class MqttLink:
-    """Publishes outbox rows to the broker in seq order and reports acks and PUBACKs back."""
+    """Publishes outbox rows to the broker in seq order and reports settled receipts and PUBACKs back."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, delivery: str, reader: OutboxReader, *,
-                 start_after_seq: int, on_ack: Callable[[int], None],
-                 on_puback: Callable[[list[int]], None], resend_after_s: float, inflight_max: int) -> None:
+                 epoch: int, settled: int, last_seq: int,
+                 on_receipt: Callable[[ReceiptVerified], None], on_settled: Callable[[int], None],
+                 on_puback: Callable[[list[int]], None], resend_after_s: float, inflight_max: int,
+                 receipts: ReceiptChecker | None = None, kept_receipt: ReceiptVerified | None = None,
+                 degraded_after_s: float = 120.0) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.delivery = delivery
         self._reader = reader
-        self._on_ack = on_ack
+        self._on_receipt = on_receipt
+        self._on_settled = on_settled
         self._on_puback = on_puback
-        self._resend_after_s = resend_after_s
-        self._inflight_max = inflight_max
+        self._receipts = receipts
+        now = time.monotonic()
+        best = (kept_receipt.epoch, kept_receipt.settled, kept_receipt.time_ms) if kept_receipt else None
+        self.core = DeliveryCore(delivery, epoch=epoch, settled=settled, last_seq=last_seq,
+                                 inflight_max=inflight_max, resend_after_s=resend_after_s,
+                                 keepalive_s=cfg.keepalive_s, now=now, best_receipt=best)
+        self.core.last_receipt = kept_receipt
+        self.health = ConnectHealth(degraded_after_s, now)
         self.counters = LinkCounters()
         self._rng = random.Random()
         self._fresh: collections.deque[Row] = collections.deque()
+        self._fresh_last = 0
         self._fresh_lock = threading.Lock()
         self._birth: Row | None = None
-        self._cursor = start_after_seq  # highest seq handed to paho in this connection's order
-        self._acked = start_after_seq if delivery == "aggregator" else 0
-        self._last_progress = time.monotonic()
-        self._last_in = time.monotonic()  # last time the socket was readable (our own clock: see _dead_link)
-        self._inflight: dict[int, int] = {}  # mid -> seq
+        self._birth_new = False
         self._puback_seqs: list[int] = []
         self._connected = threading.Event()
         self._session_up = False
+        self._connack_refusal: str | None = None
+        self._session_failed = False  # the last socket closed before its session came up: back off
+        self._bsock: BufferedSocket | None = None
+        self._reconnect_now = False
+        self._expect_close = False  # our own reconnect is closing the old socket: not a refused connect
+        self._invalid_logged: dict[str, int] = {}
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._pipe_open = True
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self.client = self._make_client(device_id)
         self.last_error: str | None = None
@@ -135,15 +158,16 @@ class MqttLink:
                 with open(self.cfg.password_file, encoding="utf-8") as f:
                     password = f.read().strip()
             client.username_pw_set(self.cfg.username, password)
-        # Flow control is ours (``_pump`` keeps at most ``inflight_max`` rows out). paho's own limit would
-        # rescan every queued message after each PUBACK (``_update_inflight``: O(inflight) per PUBACK).
+        # Flow control is the core's (at most ``inflight_max`` rows out). paho's own limit would rescan every
+        # queued message after each PUBACK (``_update_inflight``: O(inflight) per PUBACK).
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.will_set(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True)
         client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
         return client
 
     # ----- API for other threads ----------------------------------------------------------------------
@@ -154,15 +178,14 @@ class MqttLink:
         """Hand freshly committed rows (in seq order) to the link. Called by the committer thread."""
         with self._fresh_lock:
             self._fresh.extend(rows)
+            self._fresh_last = max(self._fresh_last, rows[-1].seq) if rows else self._fresh_last
         self._wake()
-
-    def hint_last_seq(self, seq: int) -> None:
-        """Tell the link that rows up to ``seq`` exist in the outbox (at start, before any notify)."""
-        self._reader_last_hint = max(self._reader_last_hint, seq)
 
     def set_birth(self, row: Row) -> None:
         """The retained birth record, re-published after every (re)connect so it replaces the will."""
-        self._birth = row
+        with self._fresh_lock:
+            self._birth = row
+            self._birth_new = True
         self._wake()
 
     @property
@@ -174,168 +197,259 @@ class MqttLink:
         """The link thread is running (it only ends at ``stop()``)."""
         return self._thread.is_alive()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+    def stop(self, drain_timeout: float = 2.0, join_timeout: float = 3.0) -> bool:
+        """Wait up to ``drain_timeout`` for in-flight PUBACKs, publish offline status, disconnect.
 
-    def stop(self, drain_timeout: float = 2.0) -> None:
-        """Wait up to ``drain_timeout`` for in-flight PUBACKs, publish offline status, disconnect."""
+        Returns False when the thread did not end in time: the wake-up pipe then stays open (the thread may
+        still use it) and the caller must not close what the thread reads (the outbox reader).
+        """
         deadline = time.monotonic() + drain_timeout
-        while (self._inflight or self._cursor < self._reader_last_hint) and self.connected \
-                and time.monotonic() < deadline:
+        while self._thread.is_alive() and self.connected and not self.core.idle and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
         self._wake()
-        self._thread.join(timeout=drain_timeout + 3)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=join_timeout)
+        if self._thread.is_alive():
+            log.error("MQTT link thread did not stop within %.0fs; leaving its resources open", join_timeout)
+            return False
+        self._close_pipe()
+        return True
+
+    def _close_pipe(self) -> None:
+        if self._pipe_open:
+            self._pipe_open = False
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _wake(self) -> None:
+        if not self._pipe_open:
+            return
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
             pass
 
-    # ----- paho callbacks (run on the link thread) -----------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
-                    properties: Properties | None) -> None:
-        if rc.is_failure:
-            self.counters.connect_failures += 1
-            self.last_error = f"broker refused connection: {rc}"
-            log.error("broker %s:%d refused the connection: %s", self._host, self._port, rc)
-            return
-        self.counters.connects += 1
-        client.subscribe(self.topics.ack, qos=1)
-        self._session_up = True
-        self._connected.set()
-        self.last_error = None
-        log.info("connected to %s:%d (%s)", self._host, self._port, "MQTT 5" if self.cfg.protocol == "5" else "3.1.1")
-        if self._birth is not None:
-            client.publish(self._birth.topic, self._birth.payload, qos=1, retain=True)
+    # ----- status ---------------------------------------------------------------------------------------
+    def counters_doc(self) -> dict[str, Any]:
+        """Counters of connection, delivery and receipts (flat), for status and telemetry."""
+        c = self.core.counters
+        return {**vars(self.counters), **{k: (dict(v) if isinstance(v, dict) else v) for k, v in vars(c).items()},
+                **self.health.doc(time.monotonic())}
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
-                       properties: Properties | None) -> None:
-        if self._session_up:
+    # ----- paho callbacks (run on the link thread) -----------------------------------------------------
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._bsock = wrap_socket(client, sock)  # read-ahead and write-behind: agent.mqtt_io
+        self._connack_refusal = None
+        self._session_up = False
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        now = time.monotonic()
+        if self._expect_close:
+            pass
+        elif self._session_up:
             self.counters.disconnects += 1
+            bs = self._bsock
+            why = bs.recv_error if bs is not None and bs.recv_error is not None else ("closed by the broker"
+                                                                                      if bs and bs.eof else "")
             if self._stop.is_set():
-                log.info("disconnected from broker: %s", rc)
+                log.info("disconnected from broker")
             else:
-                log.warning("disconnected from broker: %s", rc)
+                log.warning("disconnected from broker %s:%d%s", self._host, self._port, f": {why}" if why else "")
+            self._feed(Disconnected(now))
+            self.health.disconnected(now)
+        elif not self._stop.is_set():
+            bs = self._bsock
+            cause, detail = classify(bs.recv_error if bs is not None else None, connack=self._connack_refusal)
+            self._refused(cause, detail, now)
+            self._session_failed = True
         self._session_up = False
         self._connected.clear()
 
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    properties: Properties | None) -> None:
+        if rc.is_failure:
+            self._connack_refusal = str(rc)
+            return
+        now = time.monotonic()
+        self.counters.connects += 1
+        client.subscribe(self.topics.ack, qos=1)
+        self._session_up = True
+        self._session_failed = False
+        self._connected.set()
+        self.last_error = None
+        if self.health.connected(now):
+            log.info("connected to %s:%d (%s) after refused connects", self._host, self._port, self._proto())
+        else:
+            log.info("connected to %s:%d (%s)", self._host, self._port, self._proto())
+        first = self._reader.first_seq() if self.delivery == "broker" else None
+        self._feed(Connected(now, first))
+
+    def _proto(self) -> str:
+        return "MQTT 5" if self.cfg.protocol == "5" else "3.1.1"
+
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
                     properties: Properties | None) -> None:
-        seq = self._inflight.pop(mid, None)
         if rc.is_failure:
-            self.counters.publish_rejected += 1
-            key = str(rc)
-            self.counters.rejected_reasons[key] = self.counters.rejected_reasons.get(key, 0) + 1
+            seq = self.core.inflight.get(mid)
             log.error("broker rejected record seq %s: %s", seq, rc)
-            return
-        self.counters.pubacks += 1
-        if seq is not None and self.delivery == "broker":
-            self._puback_seqs.append(seq)
+        self._feed(PubAck(mid, not rc.is_failure, str(rc)))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic != self.topics.ack:
+        if msg.topic != self.topics.ack or self.delivery != "aggregator":
+            return
+        data = bytes(msg.payload)
+        if not data:  # a retained receipt being cleared
+            return
+        now = time.monotonic()
+        if self._receipts is None:
+            self._invalid_receipt(ReceiptRefused("no_trust_anchor", "no fleet CA configured"), now)
             return
         try:
-            seq = parse_ack(bytes(msg.payload))
-        except ValueError as e:
-            self.counters.bad_acks += 1
-            log.warning("ignoring malformed ack on %s: %s", msg.topic, e)
+            receipt = self._receipts.check(data, now)
+        except ReceiptRefused as e:
+            self._invalid_receipt(e, now)
             return
-        self.counters.acks += 1
-        self.counters.last_ack_seq = seq
-        if seq > self._acked:
-            self._acked = seq
-            self._last_progress = time.monotonic()
-        self._on_ack(seq)
+        self._feed(receipt)
+
+    def _invalid_receipt(self, e: ReceiptRefused, now: float) -> None:
+        n = self._invalid_logged.get(e.reason, 0) + 1
+        self._invalid_logged[e.reason] = n
+        if n == 1 or n % 100 == 0:
+            log.warning("ignoring an invalid receipt on %s (%s; %d so far): nothing deleted",
+                        self.topics.ack, e, n)
+        self._feed(ReceiptInvalid(e.reason, now))
+
+    # ----- the core ---------------------------------------------------------------------------------------
+    def _feed(self, ev: Event) -> None:
+        pending: collections.deque[Action] = collections.deque(self.core.handle(ev))
+        while pending:
+            pending.extend(self._execute(pending.popleft()))
+
+    def _execute(self, act: Action) -> list[Action]:
+        if isinstance(act, PublishNext):
+            return self._publish_next(act)
+        if isinstance(act, KeepReceipt):
+            self._on_receipt(act.receipt)
+        elif isinstance(act, DeleteThrough):
+            self._on_settled(act.seq)
+        elif isinstance(act, DeleteSeqs):
+            self._puback_seqs.extend(act.seqs)
+        elif isinstance(act, RepublishBirth):
+            birth = self._birth
+            if birth is not None and birth.seq == act.seq and self.client.socket() is not None:
+                self.client.publish(birth.topic, birth.payload, qos=1, retain=True)
+        elif isinstance(act, Reconnect):
+            self.last_error = act.reason
+            log.warning("%s: connection is dead, reconnecting", act.reason)
+            self._reconnect_now = True
+            self._session_up = False
+            self._connected.clear()
+            self.counters.disconnects += 1
+            self.health.disconnected(time.monotonic())
+        return []
+
+    def _publish_next(self, act: PublishNext) -> list[Action]:
+        rows, from_fresh = self._rows(act)
+        out: list[Action] = []
+        ok = True
+        for row in rows:
+            info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of seq %d failed locally: %s", row.seq, mqtt.error_string(info.rc))
+                ok = False
+                break
+            out += self.core.handle(Sent(row.seq, info.mid))
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                ok = False
+                break
+        if from_fresh:
+            exhausted = ok and bool(rows) and rows[-1].seq >= act.upto
+        else:
+            exhausted = ok and len(rows) < min(act.limit, READ_BATCH)
+        if self.client.want_write():
+            self.client.loop_write()
+        return out + self.core.handle(Scanned(act.upto, exhausted))
+
+    def _rows(self, act: PublishNext) -> tuple[list[Row], bool]:
+        """Rows ``after < seq <= upto``: fresh ones from memory when they continue the cursor, else the outbox."""
+        with self._fresh_lock:
+            while self._fresh and self._fresh[0].seq <= act.after:
+                self._fresh.popleft()
+            if self._fresh and self._fresh[0].seq == act.after + 1:
+                rows: list[Row] = []
+                expect = act.after + 1
+                while self._fresh and len(rows) < act.limit and self._fresh[0].seq == expect <= act.upto:
+                    rows.append(self._fresh.popleft())
+                    expect += 1
+                return rows, True
+        rows = self._reader.rows_after(act.after, min(act.limit, READ_BATCH))
+        return [r for r in rows if r.seq <= act.upto], False
 
     # ----- the loop -------------------------------------------------------------------------------------
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            if self.client.socket() is None or not self._socket_alive():
+            if self.client.socket() is None or self._reconnect_now:
+                if self._session_failed:  # refused before CONNACK (TLS alert, CONNACK refusal): back off
+                    self._session_failed = False
+                    self._sleep(backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s,
+                                              self._rng))
+                    attempt += 1
+                    if self._stop.is_set():
+                        break
                 try:
                     self._connect()
-                    attempt = 0
                 except (OSError, ssl.SSLError, ValueError) as e:
                     self.counters.connect_failures += 1
-                    delay = backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng)
+                    cause, detail = classify(e)
+                    self._refused(cause, detail, time.monotonic(), count=False)
+                    self.last_error = f"cannot connect to {self._host}:{self._port}: {detail} ({cause})"
+                    self._sleep(backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s,
+                                              self._rng))
                     attempt += 1
-                    self.last_error = f"cannot connect to {self._host}:{self._port}: {e}"
-                    log.warning("%s; retrying in %.1fs", self.last_error, delay)
-                    self._sleep(delay)
                     continue
+            if self._session_up:
+                attempt = 0
             try:
                 self._step()
             except Exception:  # a bug must not kill the link thread silently
                 log.exception("MQTT link step failed; reconnecting")
-                self._drop_connection()
+                self._reconnect_now = True
+                self._feed(Disconnected(time.monotonic()))
                 self._sleep(backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng))
                 attempt += 1
         self._shutdown()
 
-    def _socket_alive(self) -> bool:
-        return self.client.socket() is not None and not self._dead_link()
+    def _refused(self, cause: str, detail: str, now: float, *, count: bool = True) -> None:
+        if count:
+            self.counters.connect_failures += 1
+            self.last_error = f"broker {self._host}:{self._port} refused the connection: {detail} ({cause})"
+        if self.health.refused(cause, detail, now, time.time()):
+            log.error("cannot connect to broker %s:%d: %s (%s); retrying with backoff, logged again when the "
+                      "cause changes", self._host, self._port, detail, cause)
 
     def _connect(self) -> None:
-        self._drop_connection()
-        self._inflight.clear()
-        if self.delivery == "aggregator":
-            self._cursor = self._acked
-        else:
-            first = self._reader.first_seq()
-            self._cursor = (first - 1) if first is not None else self._cursor
+        """(Re)connect; paho closes the old socket first (``on_socket_close``)."""
+        self._reconnect_now = False
+        self.client.drop_out_messages()  # the outbox decides what is re-sent; paho must not replay its copies
         with self._fresh_lock:
             self._fresh.clear()
+        self._feed(Disconnected(time.monotonic()))
+        props: Properties | None = None
         if self.cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0
-            self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s, clean_start=True,
-                                properties=props)
-        else:  # MQTT 3.1.1: clean_session was set on the client
-            self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s)
-        wrap_socket(self.client)  # read-ahead and write-behind: agent.mqtt_io
-        self._last_progress = time.monotonic()
-        self._last_in = time.monotonic()
-
-    def _drop_connection(self) -> None:
-        sock = self.client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
-            self.client._sock = None  # paho has no public "forget the dead socket" call
-        # The outbox decides what is re-sent after a reconnect; paho must not replay its own copies too.
-        with self.client._out_message_mutex:
-            self.client._out_messages.clear()
-        if self._session_up:
-            self.counters.disconnects += 1
-        self._session_up = False
-        self._connected.clear()
-
-    def _dead_link(self) -> bool:
-        """True when nothing arrived for 1.5 keepalives although paho pings at least every keepalive.
-
-        The clock is our own (``_last_in``, set whenever the socket is readable), not paho's private
-        ``_last_bytes_received``: paho resets that one to "now" each time it *sends* a PINGREQ, which pushed
-        detection out to about two keepalives. A healthy idle link answers a ping within about one keepalive
-        plus one loop turn (1 s), so 1.5 keepalives leaves half a keepalive for the round trip, and a dead
-        link is noticed within 1.5 keepalives plus one loop turn.
-        """
-        if not self._session_up:
-            return False
-        silent = time.monotonic() - self._last_in
-        if silent > DEAD_LINK_KEEPALIVES * self.cfg.keepalive_s:
-            self.counters.dead_link_detected += 1
-            self.last_error = f"no traffic from the broker for {silent:.0f}s (keepalive {self.cfg.keepalive_s}s)"
-            log.warning("no traffic from broker for %.1fs (keepalive %ds): connection is dead, reconnecting",
-                        silent, self.cfg.keepalive_s)
-            return True
-        return False
+        self._expect_close = True
+        try:
+            if self.cfg.protocol == "5":
+                self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s, clean_start=True,
+                                    properties=props)
+            else:  # MQTT 3.1.1: clean_session was set on the client
+                self.client.connect(self._host, self._port, keepalive=self.cfg.keepalive_s)
+        finally:
+            self._expect_close = False
+        self._feed(Inbound(time.monotonic()))
 
     def _step(self) -> None:
         sock = self.client.socket()
@@ -347,81 +461,37 @@ class MqttLink:
         rlist: list[Any] = [sock, self._wake_r]
         r, w, _ = select.select(rlist, [sock] if wants_write else [], [], timeout)
         if self._wake_r in r:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self._drain_wake()
         if sock in r or (bsock is not None and bsock.buffered_in):
-            self._last_in = time.monotonic()
+            self._feed(Inbound(time.monotonic()))
             self.client.loop_read()
             while bsock is not None and bsock.buffered_in and self.client.socket() is bsock:
                 self.client.loop_read()  # select cannot see bytes already read ahead
         if self.client.socket() is not None and (sock in w or self.client.want_write()):
             self.client.loop_write()
         self.client.loop_misc()
+        self._take_handoffs()
         if self._puback_seqs:
             seqs, self._puback_seqs = self._puback_seqs, []
             self._on_puback(seqs)
-        if self._session_up:
-            self._check_resend()
-            self._pump()
+        self._feed(Tick(time.monotonic()))
         self._flush()  # one send for everything this turn queued
 
-    def _has_work(self) -> bool:
-        if not self._session_up or len(self._inflight) >= self._inflight_max:
-            return False
-        return bool(self._fresh) or self._cursor < self._reader_last_hint
-
-    _reader_last_hint = 0
-
-    def _check_resend(self) -> None:
-        """Aggregator mode: when acks stop advancing while rows are out, send again from the last ack."""
-        if self.delivery != "aggregator" or self._cursor <= self._acked:
-            self._last_progress = time.monotonic()
-            return
-        if time.monotonic() - self._last_progress > self._resend_after_s:
-            log.warning("no ack beyond seq %d for %.0fs: re-sending %d records", self._acked,
-                        self._resend_after_s, self._cursor - self._acked)
-            self.counters.resends += self._cursor - self._acked
-            self._cursor = self._acked
-            self._last_progress = time.monotonic()
-
-    def _pump(self) -> None:
-        budget = self._inflight_max - len(self._inflight)
-        while budget > 0:
-            rows = self._next_rows(budget)
-            if not rows:
-                return
-            for row in rows:
-                info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    log.warning("publish of seq %d failed locally: %s", row.seq, mqtt.error_string(info.rc))
-                    return
-                self._inflight[info.mid] = row.seq
-                self._cursor = row.seq
-                self.counters.published += 1
-                budget -= 1
-                if info.rc == mqtt.MQTT_ERR_NO_CONN:
-                    return
-            if self.client.want_write():
-                self.client.loop_write()
-
-    def _next_rows(self, limit: int) -> list[Row]:
+    def _take_handoffs(self) -> None:
         with self._fresh_lock:
-            while self._fresh and self._fresh[0].seq <= self._cursor:
-                self._fresh.popleft()
-            if self._fresh and self._fresh[0].seq == self._cursor + 1:
-                n = min(limit, len(self._fresh))
-                rows = [self._fresh.popleft() for _ in range(n)]
-                self._reader_last_hint = max(self._reader_last_hint, rows[-1].seq)
-                return rows
-            if self._fresh:
-                self._reader_last_hint = max(self._reader_last_hint, self._fresh[-1].seq)
-        rows = self._reader.rows_after(self._cursor, min(limit, 500))
-        if rows:
-            self._reader_last_hint = max(self._reader_last_hint, rows[-1].seq)
-        return rows
+            last = self._fresh_last
+            birth = self._birth if self._birth_new else None
+            self._birth_new = False
+        if last > self.core.last_seq:
+            self._feed(NewRows(last))
+        if birth is not None:
+            self._feed(BirthCommitted(birth.seq))
+
+    def _has_work(self) -> bool:
+        core = self.core
+        if not core.connected or len(core.inflight) >= core.inflight_max:
+            return False
+        return core.cursor < max(core.last_seq, self._fresh_last) or self._birth_new
 
     def _shutdown(self) -> None:
         if self._session_up:
@@ -438,7 +508,14 @@ class MqttLink:
                 self._flush()
             except (OSError, ValueError):
                 pass
-        self._drop_connection()
+        sock = self.client.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self._session_up = False
+        self._connected.clear()
 
     def _unsent(self) -> bool:
         sock = self.client.socket()
@@ -449,6 +526,13 @@ class MqttLink:
         if isinstance(sock, BufferedSocket):
             sock.flush()
 
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self._stop.is_set():
@@ -456,8 +540,4 @@ class MqttLink:
             if left <= 0:
                 return
             select.select([self._wake_r], [], [], left)
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self._drain_wake()

@@ -21,11 +21,13 @@ from typing import Any
 from agent import __version__
 from agent.clock import ClockState
 from agent.committer import Committer
+from agent.delivery import ReceiptVerified
 from agent.inference import Model, runtime_name
 from agent.model_meta import load_model_meta
 from agent.outbox import Draft, Outbox, OutboxReader
 from agent.pipeline import PipelineRunner
 from agent.publisher import MqttLink, record_budget
+from agent.receipts import ReceiptChecker, receipt_doc
 from agent.sdnotify import Notifier
 from agent.settings import AgentConfig
 from agent.sources import Source, make_source
@@ -88,9 +90,25 @@ class Agent:
         self._status_builder = TelemetryBuilder()
         self._status_writer = StatusWriter(cfg.status.path, cfg.status.interval_s, self.status_doc) \
             if cfg.status.path else None
+        self.receipts: ReceiptChecker | None = None
+        self._reader: OutboxReader | None = None
+        self._low_water_reader: OutboxReader | None = None
+        self._low_water_lock = threading.Lock()
+        self.committer_stop_timeout_s = 10.0
+        self.link_drain_timeout_s = 2.0
+        self._fail_start_at: str | None = None  # fault injection for tests: "committer", "link", "pipelines"...
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start every stage; on any failure, stop what already started (no thread left) and re-raise."""
+        try:
+            self._start()
+        except BaseException:
+            log.error("agent start failed; stopping what had started")
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         cfg = self.cfg
         self.started_at = time.monotonic()
         self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
@@ -103,20 +121,40 @@ class Agent:
         longest_topic = max([self.topics.result(pc.stream) for pc in cfg.pipelines]
                             + [self.topics.telemetry, self.topics.status, self.topics.gap], key=len)
         budget = record_budget(cfg.mqtt.max_packet_bytes, longest_topic)
-        reader = OutboxReader(cfg.outbox.path)
-        start_after = self.outbox.acked_seq if cfg.outbox.delivery == "aggregator" else 0
-        self.link = MqttLink(cfg.mqtt, cfg.device_id, cfg.outbox.delivery, reader, start_after_seq=start_after,
-                             on_ack=self._on_ack, on_puback=self._on_puback,
-                             resend_after_s=cfg.outbox.resend_after_s, inflight_max=cfg.outbox.inflight_max)
-        self.link.hint_last_seq(self.outbox.last_seq)
+        self._reader = reader = OutboxReader(cfg.outbox.path)
+        self._low_water_reader = OutboxReader(cfg.outbox.path)
+        aggregator = cfg.outbox.delivery == "aggregator"
+        kept = None
+        if aggregator:
+            self.receipts = ReceiptChecker(cfg.device_id, cfg.receipts.ca_file, cfg.receipts.crl_file,
+                                           cfg.receipts.path)
+            if not self.receipts.enabled:
+                log.error("delivery = aggregator but no fleet CA for receipts ([receipts] ca_file or mqtt.ca_file):"
+                          " no receipt can be verified, so nothing will be deleted from the outbox")
+            kept = self.receipts.load_kept(time.monotonic())
+        settled = self.outbox.acked_seq if aggregator else 0
+        self.link = MqttLink(cfg.mqtt, cfg.device_id, cfg.outbox.delivery, reader, epoch=self.epoch,
+                             settled=settled, last_seq=self.outbox.last_seq, on_receipt=self._on_receipt,
+                             on_settled=self._on_settled, on_puback=self._on_puback,
+                             resend_after_s=cfg.outbox.resend_after_s, inflight_max=cfg.outbox.inflight_max,
+                             receipts=self.receipts, kept_receipt=kept,
+                             degraded_after_s=cfg.mqtt.degraded_after_s)
         self.committer = Committer(self.outbox, signer, cfg.device_id, self.topics, self.drafts, self.link.notify,
                                    commit_batch=cfg.outbox.commit_batch, max_record_bytes=budget,
                                    linger_s=cfg.outbox.commit_linger_s)
         self.committer.on_commit = self._on_commit
-        self.committer.gap_from_ack = cfg.outbox.delivery == "aggregator"
+        self.committer.gap_from_ack = aggregator
+        if self.receipts is not None:
+            self.committer.persist_receipt = self._persist_receipt
+        if kept is not None and kept.settled > settled:  # stopped between keeping a receipt and deleting
+            self.committer.ack(kept.settled)
         if self._stall is not None:
             self.committer.stall_hook = self._stall.wait
+        if self._fail_start_at == "committer":
+            raise RuntimeError("injected start failure (committer)")
         self.committer.start()
+        if self._fail_start_at == "link":
+            raise RuntimeError("injected start failure (link)")
         self.link.start()
         self._birth_model_info = [
             {"stream": pc.stream, "model": meta.name, "sha256": m.model_sha256.hex(), "labels": list(meta.labels)}
@@ -132,17 +170,26 @@ class Agent:
             self.pipelines.append(runner)
         for runner in self.pipelines:
             runner.start()
+        if self._fail_start_at == "pipelines":
+            raise RuntimeError("injected start failure (pipelines)")
         self._telemetry_thread = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
         self._telemetry_thread.start()
         if self._status_writer is not None:
             self._status_writer.start()
+        if self._fail_start_at == "watchdog":
+            raise RuntimeError("injected start failure (watchdog)")
         self.notifier.ready(self.status_text())
         self.watchdog.start()
         log.info("agent %s started: device %s, epoch %d, %d pipeline(s), delivery %s", __version__,
                  cfg.device_id, self.epoch, len(self.pipelines), cfg.outbox.delivery)
 
     def stop(self) -> None:
-        """Stop sources, commit what was inferred, let in-flight publishes finish, disconnect."""
+        """Stop sources, commit what was inferred, let in-flight publishes finish, disconnect.
+
+        Every thread is joined; what a thread uses (outbox, reader, wake-up pipe) is closed only once that
+        thread has ended. A thread whose join timed out keeps its resources (logged): closing the outbox
+        under a hung commit would turn a stall into a crash, or worse, a write to a reused descriptor.
+        """
         self.notifier.stopping()
         self._stop.set()
         self.watchdog.stop()
@@ -152,14 +199,28 @@ class Agent:
             runner.stop()
         for runner in self.pipelines:
             runner.join(5.0)
+        committer_done = True
         if self.committer:
-            self.committer.stop()
+            self.committer.stop(self.committer_stop_timeout_s)
+            committer_done = not self.committer.alive
+            if not committer_done:
+                log.error("committer did not stop within %.0fs (a hung commit?); leaving the outbox open",
+                          self.committer_stop_timeout_s)
+        link_done = True
         if self.link:
-            self.link.stop()
+            link_done = self.link.stop(self.link_drain_timeout_s)
+        if self._telemetry_thread is not None and self._telemetry_thread.is_alive():
+            self._telemetry_thread.join(5.0)
         if self._status_writer is not None:
             self._status_writer.stop()
             self._status_writer.write_once()  # the final counts, with a PID that is about to be gone
-        if self.outbox:
+        if link_done and self._reader is not None:
+            self._reader.close()
+        if self._low_water_reader is not None:
+            with self._low_water_lock:
+                self._low_water_reader.close()
+                self._low_water_reader = None
+        if self.outbox and committer_done:
             self.outbox.close()
         self.notifier.close()
         log.info("agent stopped")
@@ -203,6 +264,7 @@ class Agent:
             "alg": signer.alg,
             "epoch": self.epoch,
             "delivery": self.cfg.outbox.delivery,
+            "low_water": self.low_water(),
             "models": self._birth_model_info,
         }
         return Draft(kind="status", stream="status", topic=self.topics.status, payload=payload,
@@ -215,9 +277,31 @@ class Agent:
             if row.retain and row.topic == self.topics.status:
                 self.link.set_birth(row)
 
-    def _on_ack(self, seq: int) -> None:
+    def _on_receipt(self, receipt: ReceiptVerified) -> None:
+        if self.committer:
+            self.committer.keep_receipt(receipt)
+
+    def _persist_receipt(self, receipt: object) -> None:
+        assert self.receipts is not None and isinstance(receipt, ReceiptVerified)
+        self.receipts.keep(receipt)
+
+    def _on_settled(self, seq: int) -> None:
         if self.committer:
             self.committer.ack(seq)
+
+    def low_water(self) -> int:
+        """The oldest seq the outbox still holds (the next seq when empty): carried in birth and telemetry."""
+        ob = self.outbox
+        nxt = (ob.last_seq + 1) if ob else 1
+        with self._low_water_lock:
+            reader = self._low_water_reader
+            if reader is None:
+                return nxt
+            try:
+                first = reader.first_seq()
+            except Exception:  # a busy or broken outbox: the conservative answer
+                return (ob.acked_seq + 1) if ob else 1
+        return first if first is not None else nxt
 
     def _on_puback(self, seqs: list[int]) -> None:
         if self.committer:
@@ -264,11 +348,14 @@ class Agent:
                 "last_error": cm.stats.last_error if cm else None,
                 "committed": cm.stats.committed if cm else 0,
             },
+            "low_water": self.low_water(),
             "mqtt": {
                 "connected": ln.connected if ln else False,
-                **({k: v for k, v in vars(ln.counters).items()} if ln else {}),
+                **(ln.counters_doc() if ln else {}),
                 "last_error": ln.last_error if ln else None,
             },
+            "receipt": {"delivery": self.cfg.outbox.delivery,
+                        **receipt_doc(ln.core.last_receipt if ln else None)},
             "pipelines": {
                 r.cfg.stream: {
                     "windows": r.stats.windows,
@@ -304,6 +391,10 @@ class Agent:
                 reasons.append(f"pipeline {r.cfg.stream} stalled for {stuck:.0f}s")
         if self.link is not None and not self.link.alive:
             reasons.append("MQTT link thread is not running")
+        if self.link is not None and self.link.health.degraded(now):
+            lh = self.link.health
+            why = f": {lh.detail} ({lh.cause})" if lh.cause else ""
+            degraded.append(f"no broker connection for {lh.unconnected_s(now):.0f}s{why}")
         return Health(not reasons, reasons, degraded)
 
     def status_text(self) -> str:
@@ -327,6 +418,7 @@ class Agent:
             "device_id": self.cfg.device_id,
             "agent": __version__,
             "healthy": h.healthy,
+            "state": "unhealthy" if not h.healthy else ("degraded" if h.degraded else "healthy"),
             "reasons": h.reasons,
             "degraded": h.degraded,
             "watchdog": {"enabled": bool(self.notifier.watchdog_s), "interval_s": self.watchdog.interval_s,

@@ -90,6 +90,16 @@ class MqttConfig:
     password_file: str | None = None
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    degraded_after_s: float = 120.0  # this long without a broker connection: status says degraded (exit 1)
+
+
+@dataclass(frozen=True)
+class ReceiptsConfig:
+    """How the agent verifies the aggregator's signed receipts before it deletes (aggregator delivery)."""
+
+    ca_file: str | None = None  # fleet CA (PEM); None: mqtt.ca_file
+    crl_file: str | None = None  # the fleet CRL (PEM or DER), re-read when it changes
+    path: str = ""  # latest valid receipt; empty: receipt.cose next to the outbox (the parser fills it in)
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ class AgentConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

@@ -151,7 +151,8 @@ def _human(n: int) -> str:
 def render_table(doc: Mapping[str, Any]) -> str:
     """Two columns, one line per field, grouped by section (what a technician reads on a console)."""
     verdict = "STALE (agent not running or hung)" if doc.get("stale") else (
-        "healthy" if doc.get("healthy") else "UNHEALTHY: " + "; ".join(doc.get("reasons", [])))
+        ("DEGRADED: " + "; ".join(doc.get("degraded", [])) if doc.get("degraded") else "healthy")
+        if doc.get("healthy") else "UNHEALTHY: " + "; ".join(doc.get("reasons", [])))
     head = [
         ("device", str(doc.get("device_id"))),
         ("state", verdict),
@@ -196,12 +197,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         print(render_table(doc))
-    return EXIT_OK if doc.get("healthy") and not doc.get("stale") else EXIT_UNHEALTHY
+    ok = doc.get("healthy") and not doc.get("stale") and not doc.get("degraded")
+    return EXIT_OK if ok else EXIT_UNHEALTHY
 
 
 def add_status_parser(sub: Any) -> None:
     """Register ``edge-agent status`` (called by ``agent.cli``)."""
-    p = sub.add_parser("status", help="show the live status of the running agent (exit 1 if unhealthy or stale)")
+    p = sub.add_parser("status", help="show the live status of the running agent "
+                                      "(exit 1 if unhealthy, degraded or stale)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"agent TOML config (default {DEFAULT_CONFIG})")
     p.add_argument("--file", default=None, help="read this status file instead of the config's [status] path")
     p.add_argument("--json", action="store_true", help="print the whole document as JSON")

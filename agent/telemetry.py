@@ -27,7 +27,7 @@ _proc = psutil.Process()
 # Every field of the payload, as dotted paths (``pipelines`` entries are per stream). Tests and
 # ``edge-agent status`` check against this list, so a new field is added here first.
 FIELDS: tuple[str, ...] = (
-    "uptime_s", "epoch",
+    "uptime_s", "epoch", "low_water",
     "host.cpu_percent", "host.agent_cpu_percent", "host.load", "host.rss_bytes", "host.mem_available_bytes",
     "host.mem_total_bytes", "host.temperatures_c", "host.disk_free_bytes",
     "outbox.depth", "outbox.bytes", "outbox.max_bytes", "outbox.last_seq", "outbox.acked_seq",
@@ -35,6 +35,10 @@ FIELDS: tuple[str, ...] = (
     "outbox.records_per_s", "outbox.errors", "outbox.healthy", "outbox.last_error",
     "mqtt.connected", "mqtt.reconnects", "mqtt.disconnects", "mqtt.connect_failures", "mqtt.dead_links",
     "mqtt.published", "mqtt.resends", "mqtt.publish_rejected", "mqtt.last_error",
+    "mqtt.state", "mqtt.refused_cause", "mqtt.refused_detail", "mqtt.refused_since", "mqtt.unconnected_s",
+    "mqtt.connect_failures_by_cause",
+    "receipts.delivery", "receipts.received", "receipts.stale", "receipts.duplicate", "receipts.invalid",
+    "receipts.records_rejected", "receipts.signer", "receipts.epoch", "receipts.settled", "receipts.time",
     "pipelines",
 )
 PIPELINE_FIELDS: tuple[str, ...] = (
@@ -110,6 +114,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
     """The telemetry payload from an ``Agent.snapshot()``, host readings and rates (pure when both are given)."""
     ob = snapshot["outbox"]
     mq = snapshot["mqtt"]
+    rc = snapshot.get("receipt", {})
     rates = rates or {}
     pipelines = {}
     for stream, p in snapshot["pipelines"].items():
@@ -127,6 +132,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
     return {
         "uptime_s": snapshot["uptime_s"],
         "epoch": snapshot.get("epoch", 0),
+        "low_water": int(snapshot.get("low_water", 0)),
         "host": dict(host) if host is not None else host_health(ob["path"]),
         "outbox": {
             **{k: ob.get(k, 0) for k in ("depth", "bytes", "max_bytes", "last_seq", "acked_seq", "evicted_records",
@@ -145,6 +151,24 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "resends": int(mq.get("resends", 0)),
             "publish_rejected": int(mq.get("publish_rejected", 0)),
             "last_error": mq.get("last_error"),
+            "state": mq.get("state", "connected" if mq["connected"] else "connecting"),
+            "refused_cause": mq.get("refused_cause"),
+            "refused_detail": mq.get("refused_detail"),
+            "refused_since": mq.get("refused_since"),
+            "unconnected_s": float(mq.get("unconnected_s", 0.0)),
+            "connect_failures_by_cause": dict(mq.get("connect_failures_by_cause", {})),
+        },
+        "receipts": {
+            "delivery": rc.get("delivery"),
+            "received": int(mq.get("receipts", 0)),
+            "stale": int(mq.get("receipts_stale", 0)),
+            "duplicate": int(mq.get("receipts_duplicate", 0)),
+            "invalid": dict(mq.get("receipts_invalid", {})),
+            "records_rejected": dict(mq.get("records_rejected", {})),
+            "signer": rc.get("signer"),
+            "epoch": rc.get("epoch"),
+            "settled": rc.get("settled"),
+            "time": rc.get("time"),
         },
         "pipelines": pipelines,
     }
