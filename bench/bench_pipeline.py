@@ -314,7 +314,7 @@ def child_b2(seconds: float, warmup: float, baseline_s: float, source: str = "si
                 def public_key(self) -> Any:
                     return real.public_key()
 
-            agent._signer = _Fake()  # type: ignore[assignment]
+            agent._signer = _Fake()
         agent.start()
         try:
             assert agent.link is not None
