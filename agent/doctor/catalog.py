@@ -215,14 +215,13 @@ CHECKS: tuple[CheckSpec, ...] = (
 SPECS: dict[str, CheckSpec] = {c.id: c for c in CHECKS}
 
 
-class _Blank(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "?"
-
-
 def verdict(check: str, code: str, detail: str, *, suffix: str = "", **facts: Any) -> CheckResult:
-    """The result of ``check`` ending in ``code``, with its fix filled in from ``facts`` (pure)."""
+    """The result of ``check`` ending in ``code``, with its fix filled in from ``facts`` (pure).
+
+    A fact the template names but the caller did not pass raises ``KeyError``: the verdict tests run every
+    code, so a fix line can never print a placeholder.
+    """
     spec = SPECS[check]
     status, fix = spec.outcomes[code]
     return CheckResult(id=f"{check}.{suffix}" if suffix else check, title=spec.title, status=status, code=code,
-                       detail=detail, fix=fix.format_map(_Blank(facts, detail=detail)) if fix else "", facts=facts)
+                       detail=detail, fix=fix.format_map({**facts, "detail": detail}) if fix else "", facts=facts)
