@@ -20,8 +20,8 @@ from typing import Any
 
 import cbor2
 
-from aggregator.errors import StoreError
-from aggregator.schema import SCHEMA_VERSION, ddl
+from aggregator.errors import StoreError, StoreNotFound
+from aggregator.schema import MIGRATIONS, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SchemaVersionError, ddl, migration_plan
 from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
 from aggregator.settle import is_permanent, low_water_of
 from aggregator.verifier import SKEW_FUTURE, SKEW_PAST, VerifiedRecord
@@ -83,13 +83,17 @@ class BatchResult:
 class Store:
     """A SQLite or PostgreSQL record store. Create with ``open_store``."""
 
-    def __init__(self, conn: Any, dialect: str, where: str) -> None:
+    def __init__(self, conn: Any, dialect: str, where: str, *, schema: str | None = None,
+                 create: bool = True) -> None:
         self._conn = conn
         self.dialect = dialect
         self.where = where
         self._books: dict[str, tuple[int, DeviceBook]] = {}
         self._versions: dict[str, int] = {}
-        self._create_schema()
+        if create:
+            self._create_schema(schema)
+        else:
+            self._check_schema()
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
@@ -117,18 +121,59 @@ class Store:
         except Exception:  # the connection may be gone; the next call reports that
             log.debug("rollback failed", exc_info=True)
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, schema: str | None) -> None:
+        """Create or migrate the tables, once, whoever else starts at the same moment.
+
+        One transaction: SQLite's ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock make concurrent openers
+        wait for each other, so the first creates (or migrates) and the rest find it done.
+        """
         blob = "BYTEA" if self.dialect == "postgresql" else "BLOB"
         try:
             self._begin()
+            if self.dialect == "postgresql":
+                self._exec("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
+                if schema:
+                    self._exec(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            existed = self._has_meta()
             for stmt in ddl(blob):
                 self._exec(stmt)
-            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO NOTHING",
-                       (str(SCHEMA_VERSION),))
+            row = self._exec("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() if existed else None
+            current = int(row[0]) if row is not None else None
+            for version in migration_plan(current):
+                for stmt in MIGRATIONS[version]:
+                    self._exec(stmt)
+            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             self._commit()
+        except SchemaVersionError as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: {e}") from e
         except Exception as e:
             self._rollback()
             raise StoreError(f"{self.where}: cannot create the schema: {e}") from e
+
+    def _has_meta(self) -> bool:
+        if self.dialect == "postgresql":
+            return self._exec("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] is True
+        return self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is not None
+
+    def _check_schema(self) -> None:
+        """Read-only opening: the store must already be an edge-aggregator store this code can read."""
+        try:
+            if not self._has_meta():
+                raise StoreNotFound(f"{self.where} is not an edge-aggregator store (no tables): check the path, "
+                                    "URL or schema", self.where)
+            row = self._exec("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            self._end_read()
+        except StoreNotFound:
+            self._end_read()
+            raise
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: cannot read the store: {e}") from e
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.where}: store schema version {row[0]} is newer than this aggregator's "
+                             f"({SCHEMA_VERSION}): upgrade edge-aggregator")
 
     def close(self) -> None:
         try:
@@ -459,32 +504,45 @@ class Store:
             self._end_read()
 
 
-def open_store(url: str, *, schema: str | None = None) -> Store:
-    """Open (and create if needed) the store named by ``url``: a file path / ``sqlite:`` URL or PostgreSQL."""
+def open_store(url: str, *, schema: str | None = None, create: bool = True) -> Store:
+    """Open the store named by ``url``: a file path / ``sqlite:`` URL, or ``postgresql://``.
+
+    ``create=True`` (workers) creates the file, schema and tables if needed and migrates them. ``create=False``
+    (read-only commands: stats, export) creates nothing: a missing file, schema or table raises
+    ``StoreNotFound`` naming it.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         try:
             import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
         except ImportError as e:
             raise StoreError("a postgresql:// store needs psycopg 3: pip install 'depin-edge-agent[postgres]'") from e
         safe = url.rsplit("@", maxsplit=1)[-1]
+        where = f"postgresql://{safe}" + (f" schema {schema}" if schema else "")
         try:
             conn = psycopg.connect(url, autocommit=False)
             if schema:
                 with conn.cursor() as cur:
-                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    # Session-wide; the schema itself is created (under the schema lock) by Store.
                     cur.execute(f'SET search_path TO "{schema}"')
                 conn.commit()
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store {safe}: {e}") from e
-        return Store(conn, "postgresql", f"postgresql://{safe}" + (f" schema {schema}" if schema else ""))
+        return Store(conn, "postgresql", where, schema=schema, create=create)
     path = url.removeprefix("sqlite://").removeprefix("sqlite:")
+    if not create and (path == ":memory:" or not Path(path).is_file()):
+        raise StoreNotFound(f"no store at {path} (nothing was created; check --store or the config's store.url)",
+                            path)
     try:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        sconn.execute("PRAGMA journal_mode=WAL")
-        sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        if create:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            sconn.execute("PRAGMA journal_mode=WAL")
+            sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        else:
+            sconn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                    check_same_thread=False)
         sconn.execute("PRAGMA busy_timeout=10000")
     except (sqlite3.Error, OSError) as e:
         raise StoreError(f"cannot open SQLite store {path}: {e}") from e
-    return Store(sconn, "sqlite", path)
+    return Store(sconn, "sqlite", path, create=create)
