@@ -21,6 +21,7 @@ from typing import Any
 import cbor2
 
 from aggregator.errors import StoreError, StoreNotFound
+from aggregator.presence import Presence, PresenceEvent, apply_presence
 from aggregator.schema import MIGRATIONS, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SchemaVersionError, ddl, migration_plan
 from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
 from aggregator.settle import is_permanent, low_water_of
@@ -29,7 +30,7 @@ from envelope import labels
 
 log = logging.getLogger(__name__)
 
-_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms"
+_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms, online, status_ms"
 _RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
                 "kid, model_sha256, input_sha256, record")
 _DETAIL_MAX = 300
@@ -60,6 +61,7 @@ class _Delta:
     kid: str | None = None
     online: int | None = None
     status_ms: int | None = None
+    presence: Presence = field(default_factory=Presence)  # as stored before this batch
 
 
 @dataclass
@@ -184,12 +186,17 @@ class Store:
     # ---- the write path ------------------------------------------------------------------------------
 
     def commit_batch(self, items: Sequence[VerifiedRecord], rejects: Sequence[RejectEvent] = (),
-                     offline: Sequence[tuple[str, int]] = ()) -> BatchResult:
-        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure."""
+                     presence: Sequence[PresenceEvent] = ()) -> BatchResult:
+        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure.
+
+        ``presence``: the batch's status-topic events in arrival order (``aggregator.presence``), applied
+        whatever the sequence rules decide about the records that carried them.
+        """
         result = BatchResult()
         settling = [r for r in rejects if r.device_id and r.seq is not None and 1 <= r.seq < 2**63
                     and is_permanent(r.reason)]
-        devices = sorted({vr.device_id for vr in items} | {d for d, _ in offline} | {r.device_id for r in settling})
+        devices = sorted({vr.device_id for vr in items} | {e.device_id for e in presence}
+                         | {r.device_id for r in settling})
         all_rejects = list(rejects)
         second_copies: list[VerifiedRecord] = []
         try:
@@ -229,8 +236,6 @@ class Store:
                     delta.gap_seqs += decision.gap_opened
                 if vr.skew_flags & (SKEW_FUTURE | SKEW_PAST):
                     delta.skew_flagged += 1
-                if vr.record.kind == labels.KIND_STATUS and (delta.status_ms or 0) <= vr.received_ms:
-                    delta.online, delta.status_ms = 1, vr.received_ms
                 if vr.gap is not None:
                     g = vr.gap
                     self._exec("INSERT INTO gaps (device_id, record_seq, first_seq, last_seq, count, bytes, reason, "
@@ -244,10 +249,11 @@ class Store:
                     self._note_low_water(vr, book)
             result.equivocations += self._check_equivocation(second_copies)
             self._settle_rejects(settling, books, result)
-            for device_id, ms in offline:
+            for device_id in {e.device_id for e in presence}:
                 delta = deltas[device_id]
-                if (delta.status_ms or 0) <= ms:
-                    delta.online, delta.status_ms = 0, ms
+                now = apply_presence(delta.presence, [e for e in presence if e.device_id == device_id])
+                if now != delta.presence:
+                    delta.online, delta.status_ms = now.online, now.status_ms
             for device_id in devices:
                 book, delta = books[device_id], deltas[device_id]
                 if book.advance():
@@ -329,14 +335,14 @@ class Store:
             if row is None:
                 self._exec("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT DO NOTHING", (device_id,))
                 row = self._exec(sql, (device_id,)).fetchone()
-            c, ce, m, me, version, last_seen = row
+            c, ce, m, me, version, last_seen, online, status_ms = row
             self._versions[device_id] = version
             cached = self._books.get(device_id)
             if cached is not None and cached[0] == version:
                 books[device_id] = cached[1]
             else:
                 books[device_id] = self._load_book(device_id, c, ce, m, me)
-            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0)
+            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0, presence=Presence(online, status_ms))
         return books, deltas
 
     def _load_book(self, device_id: str, c: int, ce: int, m: int, me: int) -> DeviceBook:
