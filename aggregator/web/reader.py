@@ -269,8 +269,11 @@ class FleetReader:
             telemetry = db.all("SELECT t_ms, cpu_percent, mem_percent, temperature_c, outbox_depth, latency_p50_us, "
                                "latency_p99_us FROM web_telemetry WHERE device_id = ? AND t_ms >= ? ORDER BY t_ms",
                                (device_id, since))
+        coarse = result_series(results, now, window_s, BUCKET_S, max_points=60)
         return {"device_id": device_id, "now": now // 1000, "window_s": window_s,
-                "results": result_series(results, now, window_s, BUCKET_S), "telemetry": telemetry_series(telemetry)}
+                "results": result_series(results, now, window_s, BUCKET_S, max_points=120),
+                "labels": {"t": coarse["t"], "bucket_s": coarse["bucket_s"], "counts": coarse["labels"]},
+                "telemetry": telemetry_series(telemetry)}
 
 
 def _chunks(items: list[str], n: int) -> list[list[str]]:

@@ -76,16 +76,34 @@
   var plots = {};
   window.edgePlots = plots;
 
+  // Label counts per bucket, stacked: series i is the sum of labels i..n-1, drawn filled from the largest
+  // down, so each band shows one label's count; the legend shows the label's own count.
+  function stacked(lab) {
+    var names = Object.keys(lab.counts || {});
+    names.sort(function (a, b) { return sum(lab.counts[b]) - sum(lab.counts[a]); });
+    var acc = lab.t.map(function () { return 0; });
+    var out = [];
+    for (var i = names.length - 1; i >= 0; i--) {
+      var own = lab.counts[names[i]];
+      acc = acc.map(function (v, j) { return v + own[j]; });
+      out.unshift([names[i] || "(none)", acc.slice(), "stack", own]);
+    }
+    return out;
+  }
+
+  function sum(a) {
+    return a.reduce(function (x, y) { return x + y; }, 0);
+  }
+
   function specs(d) {
     var r = d.results, t = d.telemetry;
-    var labels = Object.keys(r.labels || {});
     return {
       rate: { x: r.t, series: [["results/s", r.rate, true]] },
       latency: { x: r.t, series: [["mean µs", r.lat_mean], ["max µs", r.lat_max]] },
       host: { x: t.t, series: [["CPU %", t.cpu], ["memory %", t.mem]] },
       temp: { x: t.t, series: [["°C", t.temp]] },
       outbox: { x: t.t, series: [["records", t.outbox, true]] },
-      labels: { x: r.t, series: labels.map(function (lb) { return [lb || "(none)", r.labels[lb]]; }) }
+      labels: { x: d.labels.t, series: stacked(d.labels) }
     };
   }
 
@@ -116,12 +134,19 @@
       width: Math.max(240, el.clientWidth || 400),
       height: 170,
       cursor: { drag: { x: false, y: false } },
+      legend: { live: false },
       scales: { x: { time: true } },
       axes: [{ stroke: "#555" }, { stroke: "#555", size: 56 }],
       series: [{}].concat(spec.series.map(function (s, i) {
         var c = COLORS[i % COLORS.length];
-        return { label: s[0], stroke: c, width: 1.5, fill: s[2] ? c + "22" : undefined, spanGaps: true,
-                 points: { show: spec.x.length < 3 } };
+        var opt = { label: s[0], stroke: c, width: 1.5, fill: s[2] ? c + "22" : undefined, spanGaps: true,
+                    points: { show: spec.x.length < 3 } };
+        if (s[2] === "stack") {
+          opt.fill = c + "cc";
+          opt.width = 1;
+          opt.paths = window.uPlot.paths.stepped({ align: 1 });
+        }
+        return opt;
       }))
     };
     el.innerHTML = "";
