@@ -47,7 +47,7 @@ def result_series(rows: Iterable[Sequence[Any]], now_ms: int, window_s: int, buc
         lat_sum = sum(c[2] for g in group for c in g.values())
         lat_max = max((c[3] for g in group for c in g.values() if c[1]), default=None)
         out["t"].append((first + i * bucket_ms) // 1000)
-        out["rate"].append(round(n / span_s, 3))
+        out["rate"].append(round(n / span_s, 6))
         out["lat_mean"].append(round(lat_sum / lat_n, 1) if lat_n else None)
         out["lat_max"].append(lat_max)
         for lb in labels:
