@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from paho.mqtt.enums import CallbackAPIVersion
 
 from envelope import RecordHeader, Signer, labels, seal, sha256
 from tests.support.pki import DeviceFiles
@@ -148,7 +149,7 @@ class Publisher:
 
     def __init__(self, broker_url: str, client_id: str = "sim-fleet") -> None:
         u = urlparse(broker_url)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.client.connect(u.hostname or "127.0.0.1", u.port or 1883)
         self.client.loop_start()
 

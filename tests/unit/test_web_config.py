@@ -23,7 +23,7 @@ def test_binding_off_loopback_needs_tls_and_a_token(host: str) -> None:
         parse_config({"web": {"enabled": True, "host": host}}, "agg.toml")
     assert [k for k, _ in e.value.problems] == ["web.host"]
     assert "tls_cert_file" in str(e.value) and "token_file" in str(e.value) and "agg.toml" in str(e.value)
-    with pytest.raises(ConfigError, match="web.host"):
+    with pytest.raises(ConfigError, match=r"web\.host"):
         parse_config({"web": {"host": host, "tls_cert_file": "c.pem", "tls_key_file": "k.pem"}})  # no token
     cfg = parse_config({"web": {"host": host, "tls_cert_file": "c.pem", "tls_key_file": "k.pem",
                                 "token_file": "token"}}, "/etc/agg/agg.toml")
@@ -49,7 +49,7 @@ def test_every_mistake_is_listed_with_its_key_path() -> None:
 def test_memory_store_cannot_be_shown() -> None:
     with pytest.raises(ConfigError, match=r"web.enabled: .*store.url"):
         parse_config({"web": {"enabled": True}, "store": {"url": ":memory:"}})
-    with pytest.raises(ConfigError, match="web.track_fleet"):
+    with pytest.raises(ConfigError, match=r"web\.track_fleet"):
         parse_config({"web": {"track_fleet": True}, "store": {"url": ":memory:"}})
 
 
