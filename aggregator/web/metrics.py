@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+import bisect
+import threading
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -85,6 +88,30 @@ class _StatsCollector(Collector):
             yield g
 
 
+class _Histogram(Collector):
+    """A histogram without the ``_created`` series prometheus-client's own adds to the text format."""
+
+    def __init__(self, name: str, doc: str, buckets: Sequence[float]) -> None:
+        self.name, self.doc, self.buckets = name, doc, tuple(buckets)
+        self._counts = [0] * (len(self.buckets) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, v: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self.buckets, v)] += 1
+            self._sum += v
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, acc = [], 0
+        for le, n in zip((*(repr(float(b)) for b in self.buckets), "+Inf"), counts, strict=True):
+            acc += n
+            cumulative.append((le, acc))
+        yield HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=total)
+
+
 class AggregatorMetrics:
     """The registry behind ``/metrics``; also a service observer (it times the store's commits)."""
 
@@ -92,9 +119,9 @@ class AggregatorMetrics:
                  link: Callable[[], dict[str, Any]] | None = None,
                  clients: Callable[[], dict[str, int]] | None = None, process: bool = True) -> None:
         self.registry = CollectorRegistry()
-        self.commit_seconds = Histogram("edge_aggregator_store_commit_seconds",
-                                        "Time of one store transaction (a batch of records).",
-                                        buckets=COMMIT_BUCKETS, registry=self.registry)
+        self.commit_seconds = _Histogram("edge_aggregator_store_commit_seconds",
+                                         "Time of one store transaction (a batch of records).", COMMIT_BUCKETS)
+        self.registry.register(self.commit_seconds)
         self.registry.register(_StatsCollector(stats, devices, link, clients))
         if process:
             ProcessCollector(registry=self.registry)
