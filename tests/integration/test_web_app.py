@@ -160,8 +160,8 @@ def test_device_page_and_plot_data(tmp_path: Path, mosquitto: Mosquitto) -> None
     with running(tmp_path, mosquitto, ["pump-01"]) as run:
         d = run.devs["pump-01"]
         now = int(time.time() * 1000)
-        msgs = [d.birth()] + [d.result("imbalance" if i % 3 else "normal", latency_us=400 + i, capture_ms=now - i * 1000)
-                              for i in range(30)]
+        msgs = [d.birth()] + [d.result("imbalance" if i % 3 else "normal", latency_us=400 + i,
+                                       capture_ms=now - i * 1000) for i in range(30)]
         msgs += [d.telemetry(cpu=10.0 + i, capture_ms=now - i * 20_000) for i in range(3)]
         first = d.seq + 1
         d.skip(2)
@@ -171,8 +171,8 @@ def test_device_page_and_plot_data(tmp_path: Path, mosquitto: Mosquitto) -> None
         html = run.get("/devices/pump-01").text
         assert 'data-plot="rate"' in html and 'data-plot="labels"' in html and "uPlot.iife.min.js" in html
         assert "outbox_full" in html, "the policy gap and its reason"
-        assert re.search(r"<td>" + str(first + 1) + r"</td><td class=\"num\">1</td><td><span class=\"tag warn\">missing",
-                         html), "the seq lost in transit"
+        lost = rf'<td>{first + 1}</td><td class="num">1</td><td><span class="tag warn">missing'
+        assert re.search(lost, html), "the seq lost in transit"
         s = run.get("/devices/pump-01/series.json").json()
         assert sum(s["labels"]["counts"]["imbalance"]) == 20 and sum(s["labels"]["counts"]["normal"]) == 11
         assert any(v for v in s["results"]["rate"]) and max(v for v in s["results"]["lat_max"] if v) >= 429
@@ -194,7 +194,7 @@ def test_live_update_reaches_an_open_page_within_2_s(tmp_path: Path, mosquitto: 
             t0 = time.monotonic()
             run.pub.send(b.result())  # not on this page: no rows event for it
             run.pub.send(a.result())
-            name, data = next((e, x) for e, x in events if e == "rows")
+            data = next(x for e, x in events if e == "rows")
             elapsed = time.monotonic() - t0
             assert 'id="row-pump-01"' in data and 'data-seq="2"' in data and "pump-02" not in data
             assert elapsed < 2.0, f"row pushed {elapsed:.2f} s after the record"
@@ -318,7 +318,8 @@ def test_tls_and_bearer_token(tmp_path: Path, mosquitto: Mosquitto) -> None:
             assert c.get("/static/app.js").status_code == 200, "static files are public"
             assert c.get("/auth?token=nope").status_code == 401
             r = c.get("/auth?token=s3cret-token-0123456789")
-            assert r.status_code == 303 and "HttpOnly" in r.headers["set-cookie"] and "Secure" in r.headers["set-cookie"]
+            cookie = r.headers["set-cookie"]
+            assert r.status_code == 303 and "HttpOnly" in cookie and "Secure" in cookie
             assert c.get("/").status_code == 200, "the cookie /auth set"
         with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError)):
             httpx.get(run.url.replace("https", "http") + "/", timeout=5)  # plain HTTP is not served
