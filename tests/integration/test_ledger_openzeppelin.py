@@ -60,7 +60,7 @@ def _ledger(tmp_path: Path, devices: int = 5):
 
 def test_every_device_proof_verifies_in_openzeppelin(tmp_path: Path) -> None:
     ledger, files = _ledger(tmp_path)
-    rc, out = _run(files.dump, files.document)  # type: ignore[arg-type]
+    rc, out = _run(files.dump, files.document)
     assert rc == 0, out
     doc = json.loads(files.document.read_text())
     assert out["root"] == doc["root"]
@@ -79,13 +79,13 @@ def test_a_one_field_change_fails_in_openzeppelin(tmp_path: Path, field: int) ->
         value[field] = str(int(value[field]) + 1)
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(doc))
-    rc, out = _run(files.dump, tampered)  # type: ignore[arg-type]
+    rc, out = _run(files.dump, tampered)
     assert rc == 1 and out["failed"] == [doc["entries"][2]["device_id"]], out
 
 
 def test_a_changed_dump_value_is_refused_by_load(tmp_path: Path) -> None:
     _, files = _ledger(tmp_path)
-    dump = json.loads(files.dump.read_text())  # type: ignore[union-attr]
+    dump = json.loads(files.dump.read_text())
     dump["values"][0]["value"][4] = str(int(dump["values"][0]["value"][4]) + 1)
     tampered = tmp_path / "tampered.oz.json"
     tampered.write_text(json.dumps(dump))
@@ -95,6 +95,6 @@ def test_a_changed_dump_value_is_refused_by_load(tmp_path: Path) -> None:
 
 def test_a_single_device_period_verifies(tmp_path: Path) -> None:
     _, files = _ledger(tmp_path, devices=1)
-    rc, out = _run(files.dump, files.document)  # type: ignore[arg-type]
+    rc, out = _run(files.dump, files.document)
     assert rc == 0 and out["verified"] == ["dev-00"], out
     assert Period.parse("2026-12-01") == DAY0
