@@ -65,7 +65,7 @@ class TrustSettings:
 @dataclass(frozen=True)
 class IdentitySettings:
     """The aggregator's own identity, required to sign receipts (DESIGN §8; made with
-    ``edge-provision aggregator init``). Without it the worker publishes the old unsigned ack."""
+    ``edge-provision aggregator init``). Without it the worker publishes no receipts at all."""
 
     key: str | None = None  # key URI: file:/path (or a plain path) or pkcs11:token=...;object=...
     cert_file: str | None = None  # the aggregator certificate (PEM; may hold the chain, leaf first)

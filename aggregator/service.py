@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from aggregator.acks import AckBatcher, encode_ack
 from aggregator.config import AggregatorConfig
 from aggregator.errors import Rejected, StoreError, TrustError
 from aggregator.hold import Hold, HoldLimits
@@ -52,7 +51,7 @@ class AggregatorStats:
     policy_gap_seqs: int = 0
     skew_flagged: int = 0
     offline_events: int = 0
-    acks_published: int = 0  # receipts (or, without [identity], unsigned acks) published
+    acks_published: int = 0  # signed receipts published
     held: int = 0  # records whose key was unknown, held for the birth record
     released: int = 0  # held records verified again after the birth record arrived
     equivocations: int = 0
@@ -83,7 +82,6 @@ class AggregatorService:
         self.verifier = Verifier(self.trust, config.mqtt.topic_prefix,
                                  Limits(config.max_record_bytes, int(config.max_skew_s * 1000)))
         self._queue: queue.Queue[Any] = queue.Queue(config.queue_size)
-        self._acks = AckBatcher(config.ack_interval_ms)
         self.identity: Identity | None = None
         self._receipts: ReceiptBatcher | None = None
         self._hold: Hold[Inbound] = Hold(HoldLimits(config.hold.max_records, config.hold.max_bytes,
@@ -179,12 +177,13 @@ class AggregatorService:
     # ---- store thread --------------------------------------------------------------------------------------
 
     def _start_identity(self) -> None:
-        """Receipts need [identity]; without it, the unsigned ack of round 1 (to be removed)."""
+        """Receipts need [identity]. Without it this worker stores and verifies but acknowledges nothing: an
+        unsigned ack would let anyone who can write the ack topic make devices delete unstored records."""
         self.identity = load_identity(self.config.identity, self.trust.cas, datetime.now(timezone.utc),
                                       self.trust.bundle)
         if self.identity is None:
-            log.warning("no [identity] configured: publishing UNSIGNED acks; agents that verify receipts will "
-                        "ignore them (edge-provision aggregator init, then set identity.key and identity.cert_file)")
+            log.warning("no [identity] configured: publishing NO receipts, so devices in delivery = aggregator keep "
+                        "every record (edge-provision aggregator init, then set identity.key and identity.cert_file)")
             return
         self._receipts = ReceiptBatcher(self.identity.aggregator_id, self.config.ack_interval_ms)
         log.info("signing receipts as %s", self.identity.subject)
@@ -224,7 +223,7 @@ class AggregatorService:
             log.exception("store thread failed")
 
     def _take(self, stopping: bool) -> tuple[list[Inbound], bool]:
-        due = self._receipts.next_due_ms() if self._receipts is not None else self._acks.next_due_ms()
+        due = self._receipts.next_due_ms() if self._receipts is not None else None
         wait = 0.05 if due is None else max(0.0, (due - self._now_ms()) / 1000)
         batch: list[Inbound] = []
         try:
@@ -306,10 +305,8 @@ class AggregatorService:
             self._process([Inbound(r.topic, r.payload, 0, 0, r.retain, r.received_ms) for r in released])
 
     def _note_settled(self, result: BatchResult, birth: set[str]) -> None:
-        """Feed the committed settled points to the receipt (or legacy ack) batcher."""
+        """Feed the committed settled points to the receipt batcher."""
         if self._receipts is None:
-            for device_id, (seq, epoch) in result.acks.items():
-                self._acks.note(device_id, seq, epoch, force=device_id in result.force_ack)
             return
         waiting = self._hold.devices() | birth
         points = dict(result.acks)
@@ -389,37 +386,16 @@ class AggregatorService:
     def _publish_acks(self, *, final: bool = False) -> None:
         if self._receipts is not None:
             self._publish_receipts(final)
-            return
-        now_ms = self._now_ms()
-        due = self._acks.flush(now_ms) if final else self._acks.due(now_ms)
-        if not due:
-            return
-        assert self._link is not None
-        infos = []
-        for device_id, seq, epoch in due:
-            infos.append(self._link.publish(ack_topic(self.config.mqtt.topic_prefix, device_id),
-                                            encode_ack(seq, epoch)))
-        with self._lock:
-            self._counts["acks_published"] += len(due)
-        if final:
-            for info in infos:
-                try:
-                    info.wait_for_publish(2.0)
-                except (RuntimeError, ValueError):
-                    log.warning("final ack not confirmed by the broker before shutdown")
 
     def _refresh_acks(self, now: float) -> None:
         """Shared subscription: another worker may have advanced a device; ack what the store now holds."""
         assert self._store is not None
         recent = [d for d, t in self._touched.items() if now - t < 30.0]
-        if not recent:
+        if not recent or self._receipts is None:
             return
         try:
             for device_id, (seq, epoch) in self._store.acks_for(recent).items():
-                if self._receipts is not None:
-                    self._receipts.note(device_id, seq, epoch)
-                else:
-                    self._acks.note(device_id, seq, epoch)
+                self._receipts.note(device_id, seq, epoch)
         except Exception as e:
             log.warning("cannot refresh acks from the store: %s", e)
             self._reconnect_store()
