@@ -5,33 +5,77 @@ holds the device entries, whose OpenZeppelin ``StandardMerkleTree`` root a rewar
 ``aggregator.ledger.export`` writes the signed note, the JSON with a proof per device and the tree dump.
 """
 
-from aggregator.ledger.compute import (
-    DEFAULT_UPTIME_CREDIT_S,
-    LEAF_ENCODING,
-    LEAF_FIELDS,
-    ZERO_ROOT,
-    Anomaly,
-    DeviceEntry,
-    Ledger,
-    LedgerBuilder,
-    LedgerParams,
-    leaf_from_json,
-)
-from aggregator.ledger.errors import LedgerError
-from aggregator.ledger.export import (
-    FORMAT,
-    LogBinding,
-    NoteFields,
-    check_document,
-    dump_for,
-    ledger_document,
-    ledger_root,
-    note_body,
-    note_text,
-    parse_note_text,
-)
-from aggregator.ledger.oztree import StandardMerkleTree, keccak256, leaf_hash, node_hash, process_proof, verify_proof
-from aggregator.ledger.period import Period
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aggregator.ledger.compute import (
+        LEAF_ENCODING,
+        LEAF_FIELDS,
+        ZERO_ROOT,
+        Anomaly,
+        DeviceEntry,
+        Ledger,
+        LedgerBuilder,
+        leaf_from_json,
+    )
+    from aggregator.ledger.errors import LedgerError
+    from aggregator.ledger.export import (
+        FORMAT,
+        LogBinding,
+        NoteFields,
+        check_document,
+        dump_for,
+        ledger_document,
+        ledger_root,
+        note_body,
+        note_text,
+        parse_note_text,
+    )
+    from aggregator.ledger.oztree import (
+        StandardMerkleTree,
+        keccak256,
+        leaf_hash,
+        node_hash,
+        process_proof,
+        verify_proof,
+    )
+    from aggregator.ledger.params import DEFAULT_UPTIME_CREDIT_S, LedgerParams
+    from aggregator.ledger.period import Period
+
+# name -> defining module, loaded on first use (PEP 562): registering the CLI command costs no numpy import.
+_LAZY: dict[str, str] = {
+    "Anomaly": "aggregator.ledger.compute",
+    "DEFAULT_UPTIME_CREDIT_S": "aggregator.ledger.params",
+    "DeviceEntry": "aggregator.ledger.compute",
+    "FORMAT": "aggregator.ledger.export",
+    "LEAF_ENCODING": "aggregator.ledger.compute",
+    "LEAF_FIELDS": "aggregator.ledger.compute",
+    "Ledger": "aggregator.ledger.compute",
+    "LedgerBuilder": "aggregator.ledger.compute",
+    "LedgerError": "aggregator.ledger.errors",
+    "LedgerParams": "aggregator.ledger.params",
+    "LogBinding": "aggregator.ledger.export",
+    "NoteFields": "aggregator.ledger.export",
+    "Period": "aggregator.ledger.period",
+    "StandardMerkleTree": "aggregator.ledger.oztree",
+    "ZERO_ROOT": "aggregator.ledger.compute",
+    "check_document": "aggregator.ledger.export",
+    "dump_for": "aggregator.ledger.export",
+    "keccak256": "aggregator.ledger.oztree",
+    "leaf_from_json": "aggregator.ledger.compute",
+    "leaf_hash": "aggregator.ledger.oztree",
+    "ledger_document": "aggregator.ledger.export",
+    "ledger_root": "aggregator.ledger.export",
+    "node_hash": "aggregator.ledger.oztree",
+    "note_body": "aggregator.ledger.export",
+    "note_text": "aggregator.ledger.export",
+    "parse_note_text": "aggregator.ledger.export",
+    "process_proof": "aggregator.ledger.oztree",
+    "verify_proof": "aggregator.ledger.oztree",
+}
 
 __all__ = [
     "DEFAULT_UPTIME_CREDIT_S",
@@ -63,3 +107,18 @@ __all__ = [
     "process_proof",
     "verify_proof",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first use and cache the attribute (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names too, loaded or not."""
+    return sorted(set(globals()) | set(__all__))

@@ -35,6 +35,7 @@ import numpy as np
 
 from aggregator.ledger.errors import LedgerError
 from aggregator.ledger.oztree import StandardMerkleTree, value_from_json, value_to_json
+from aggregator.ledger.params import LedgerParams
 from aggregator.ledger.period import Period
 from aggregator.verifier import gap_info
 from envelope import EnvelopeError, labels, open_receipt, open_record
@@ -50,22 +51,10 @@ LEAF_ENCODING: tuple[str, ...] = (
     "uint64", "uint64", "uint64", "uint64", "uint64", "uint64",
     "bytes32[]", "uint64", "uint64",
 )
-DEFAULT_UPTIME_CREDIT_S = 120  # twice the agent's default telemetry interval (60 s)
 ZERO_ROOT = bytes(32)  # the root of a period without entries (no tree can be built over zero leaves)
 
 _KIND_CODE = {labels.KIND_RESULT: 0, labels.KIND_READING: 1, labels.KIND_TELEMETRY: 2, labels.KIND_STATUS: 3,
               labels.KIND_GAP: 4}
-
-
-@dataclass(frozen=True)
-class LedgerParams:
-    """Choices that change the figures; written into the ledger and its signed note."""
-
-    uptime_credit_s: int = DEFAULT_UPTIME_CREDIT_S
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.uptime_credit_s, int) or not 1 <= self.uptime_credit_s <= 86_400:
-            raise LedgerError(f"uptime_credit_s must be an integer in 1..86400, got {self.uptime_credit_s!r}")
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aggregator.ledger.compute import LEAF_ENCODING, LEAF_FIELDS, ZERO_ROOT, DeviceEntry, Ledger, LedgerParams
+from aggregator.ledger.compute import LEAF_ENCODING, LEAF_FIELDS, ZERO_ROOT, DeviceEntry, Ledger
 from aggregator.ledger.errors import LedgerError
 from aggregator.ledger.oztree import StandardMerkleTree, leaf_hash, process_proof, value_from_json, value_to_json
+from aggregator.ledger.params import LedgerParams
 from aggregator.ledger.period import Period
 
 FORMAT = "depin-edge-ledger/v1"

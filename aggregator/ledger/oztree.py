@@ -15,6 +15,7 @@ bytes, ``bool``, lists for ``T[]``); ``value_to_json``/``value_from_json`` conve
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,28 +23,34 @@ from typing import Any
 
 from aggregator.ledger.errors import LedgerError
 
-try:
-    from eth_abi.abi import encode as _abi_encode
-    from eth_hash.auto import keccak as _keccak
-except ImportError as e:  # pragma: no cover - the "ledger" extra is part of dev
-    raise ImportError("the contribution ledger needs eth-abi and eth-hash: "
-                      "pip install 'depin-edge-agent[ledger]'") from e
-
 FORMAT = "standard-v1"
 _INT = re.compile(r"^(u?)int(\d*)$")
 _FIXED_BYTES = re.compile(r"^bytes(\d+)$")
 _HEX = re.compile(r"^0x([0-9a-fA-F]{2})*$")
 
 
+@functools.cache
+def _eth() -> tuple[Any, Any]:
+    """eth-abi's ``encode`` and eth-hash's ``keccak``, imported on first use so that ``edge-aggregator`` runs
+    without the "ledger" extra for every other command."""
+    try:
+        from eth_abi.abi import encode  # noqa: PLC0415
+        from eth_hash.auto import keccak  # noqa: PLC0415
+    except ImportError as e:
+        raise LedgerError("the contribution ledger needs eth-abi and eth-hash: "
+                          "pip install 'depin-edge-agent[ledger]'") from e
+    return encode, keccak
+
+
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 (the Ethereum hash, not NIST SHA3-256)."""
-    return bytes(_keccak(data))
+    return bytes(_eth()[1](data))
 
 
 def leaf_hash(leaf_encoding: Sequence[str], value: Sequence[Any]) -> bytes:
     """``keccak256(keccak256(abi.encode(value)))``: double hashed so a leaf can never pass for an inner node."""
     try:
-        encoded = _abi_encode(list(leaf_encoding), list(value))
+        encoded = _eth()[0](list(leaf_encoding), list(value))
     except Exception as e:  # eth-abi raises several types for values that do not fit their type
         raise LedgerError(f"value {list(value)!r:.200} does not ABI-encode as {list(leaf_encoding)}: {e}") from e
     return keccak256(keccak256(encoded))
