@@ -38,7 +38,7 @@ from aggregator.ledger.oztree import StandardMerkleTree, value_from_json, value_
 from aggregator.ledger.params import LedgerParams
 from aggregator.ledger.period import Period
 from aggregator.verifier import gap_info
-from envelope import EnvelopeError, labels, open_receipt, open_record
+from envelope import EnvelopeError, Receipt, Record, labels, open_receipt, open_record
 
 # The leaf a reward contract checks: field names and their ABI types (docs/ledger.md, the Solidity side).
 LEAF_FIELDS: tuple[str, ...] = (
@@ -137,12 +137,13 @@ class _Device:
     index: array[int] = field(default_factory=lambda: array("q"))
     kind_stream: array[int] = field(default_factory=lambda: array("q"))
     model: array[int] = field(default_factory=lambda: array("q"))
-    gaps: list[tuple[int, int]] = field(default_factory=list)
-    rejected: dict[int, str] = field(default_factory=dict)
+    gaps: list[tuple[int, int, int]] = field(default_factory=list)  # (first, last, log index of the gap record)
+    rejected: dict[int, int] = field(default_factory=dict)  # seq -> lowest log index of a receipt naming it
 
 
 class LedgerBuilder:
-    """Feed it the log's entries in index order (``add``), then ask for the ledger of any period."""
+    """Feed it the log's entries (``add`` in index order, or ``place`` then ``add_record``/``add_receipt``
+    with parsed ones), then ask for the ledger of any period over any prefix of the log."""
 
     def __init__(self, params: LedgerParams | None = None) -> None:
         self.params = params or LedgerParams()
@@ -157,22 +158,42 @@ class LedgerBuilder:
             self.add(index, data)
         return self
 
-    def add(self, index: int, data: bytes, *, counted: bool = True) -> None:
-        """Take entry ``index`` (which must be the next one). ``counted=False``: the entry holds the place
-        but contributes nothing (an auditor passes the entries whose signature failed)."""
+    def place(self, index: int) -> None:
+        """Account for entry ``index`` (the next one) without counting it yet: an auditor places every entry,
+        then adds the ones that verified (``add_record``, ``add_receipt``), possibly later."""
         if index != self.size:
             raise LedgerError(f"log entries must come in index order: expected index {self.size}, got {index}")
         self.size += 1
+
+    def add(self, index: int, data: bytes, *, counted: bool = True) -> None:
+        """Take entry ``index`` (which must be the next one), decoding it as a device record or a receipt.
+        ``counted=False``: the entry holds its place but contributes nothing."""
+        self.place(index)
         if not counted:
             return
         try:
             record = open_record(data, max_bytes=max(len(data), 1))
         except EnvelopeError as e:
-            self._add_receipt(index, data, e)
+            try:
+                receipt, _ = open_receipt(data, max_bytes=max(len(data), 1))
+            except EnvelopeError:
+                self.anomalies.append(Anomaly(index, "undecodable", f"neither a device record nor a receipt: {e}"))
+                return
+            self.add_receipt(index, receipt)
             return
-        dev = self._devices.get(record.device_id)
+        self.add_record(index, record)
+
+    def _device(self, device_id: str) -> _Device:
+        dev = self._devices.get(device_id)
         if dev is None:
-            dev = self._devices[record.device_id] = _Device()
+            dev = self._devices[device_id] = _Device()
+        return dev
+
+    def add_record(self, index: int, record: Record) -> None:
+        """Count a parsed device record at ``index`` (already placed; each index at most once)."""
+        if not 0 <= index < self.size:
+            raise LedgerError(f"entry {index} was not placed (log size so far {self.size})")
+        dev = self._device(record.device_id)
         kind = _KIND_CODE[record.kind]
         ks = self._kind_streams.setdefault((kind, record.stream), len(self._kind_streams))
         model = -1
@@ -190,45 +211,47 @@ class LedgerBuilder:
                 self.anomalies.append(Anomaly(index, "bad_gap", f"gap record of {record.device_id} seq "
                                               f"{record.seq}: {e}"))
             else:
-                dev.gaps.append((g.first, g.last))
+                dev.gaps.append((g.first, g.last, index))
 
-    def _add_receipt(self, index: int, data: bytes, record_error: Exception) -> None:
-        try:
-            receipt, _ = open_receipt(data, max_bytes=max(len(data), 1))
-        except EnvelopeError:
-            self.anomalies.append(Anomaly(index, "undecodable", f"neither a device record nor a receipt: "
-                                          f"{record_error}"))
-            return
+    def add_receipt(self, index: int, receipt: Receipt) -> None:
+        """Count a parsed receipt at ``index``: the seqs it lists as rejected explain missing seqs."""
+        if not 0 <= index < self.size:
+            raise LedgerError(f"entry {index} was not placed (log size so far {self.size})")
         if receipt.rejected:
-            dev = self._devices.get(receipt.dev)
-            if dev is None:
-                dev = self._devices[receipt.dev] = _Device()
-            for seq, reason in receipt.rejected:
-                dev.rejected.setdefault(seq, reason)
+            rejected = self._device(receipt.dev).rejected
+            for seq, _reason in receipt.rejected:
+                rejected[seq] = min(rejected.get(seq, index), index)
 
     # ---- answering -------------------------------------------------------------------------------------
 
     def devices(self) -> list[str]:
         return sorted(d for d, dev in self._devices.items() if len(dev.seq))
 
-    def days(self) -> list[str]:
-        """The UTC days (YYYY-MM-DD) in which some logged record was captured: the default periods."""
+    def days(self, upto: int | None = None) -> list[str]:
+        """The UTC days (YYYY-MM-DD) in which some record of the first ``upto`` entries was captured."""
         found: set[int] = set()
         for dev in self._devices.values():
             if len(dev.capture):
-                found.update(np.unique(np.frombuffer(dev.capture, dtype=np.int64) // 86_400_000).tolist())
+                cap = np.frombuffer(dev.capture, dtype=np.int64)
+                if upto is not None:
+                    cap = cap[np.frombuffer(dev.index, dtype=np.int64) < upto]
+                found.update(np.unique(cap // 86_400_000).tolist())
         return [Period.iso(d * 86_400_000)[:10] for d in sorted(found) if d >= 0]
 
-    def ledger(self, period: Period) -> Ledger:
-        """The period's ledger over every entry added so far."""
+    def ledger(self, period: Period, *, upto: int | None = None, params: LedgerParams | None = None) -> Ledger:
+        """The period's ledger over the first ``upto`` entries (default: every entry placed so far)."""
+        upto = self.size if upto is None else upto
+        if not 0 <= upto <= self.size:
+            raise LedgerError(f"a ledger over {upto} entries needs that many; {self.size} were added")
+        params = params or self.params
         names = {v: k for k, v in self._kind_streams.items()}
         models = sorted(self._models, key=self._models.__getitem__)
         entries = []
         for device_id in sorted(self._devices):
-            entry = self._entry(device_id, self._devices[device_id], period, names, models)
+            entry = self._entry(device_id, self._devices[device_id], period, names, models, upto, params)
             if entry is not None:
                 entries.append(entry)
-        return Ledger(period, self.params, self.size, tuple(entries))
+        return Ledger(period, params, upto, tuple(entries))
 
     def duplicates(self) -> list[Anomaly]:
         """Entries that repeat a (device, seq) already carried by a lower index."""
@@ -247,12 +270,15 @@ class LedgerBuilder:
         return sorted(out, key=lambda a: a.index)
 
     def _entry(self, device_id: str, dev: _Device, period: Period, names: dict[int, tuple[int, str]],
-               models: list[bytes]) -> DeviceEntry | None:
+               models: list[bytes], upto: int, params: LedgerParams) -> DeviceEntry | None:
         if not len(dev.seq):
             return None
         seq_all = np.frombuffer(dev.seq, dtype=np.int64)
         idx_all = np.frombuffer(dev.index, dtype=np.int64)
-        order = np.lexsort((idx_all, seq_all))
+        keep = np.nonzero(idx_all < upto)[0]
+        order = keep[np.lexsort((idx_all[keep], seq_all[keep]))]
+        if not len(order):
+            return None
         first = np.ones(len(order), dtype=bool)
         first[1:] = seq_all[order][1:] != seq_all[order][:-1]
         u = order[first]  # one position per distinct seq (its lowest index), ascending seq
@@ -271,33 +297,35 @@ class LedgerBuilder:
             if kind == 0:
                 per_stream[stream] = per_stream.get(stream, 0) + int(n)
         digests = tuple(sorted(models[int(m)] for m in np.unique(mdl) if m >= 0))
-        evicted, rejected, lost = self._missing(dev, seq, inside)
+        gaps = [(a, b) for a, b, i in dev.gaps if i < upto]
+        rejected = sorted(s for s, i in dev.rejected.items() if i < upto)
+        evicted, rej, lost = _missing(gaps, rejected, seq, inside)
         return DeviceEntry(
             device_id=device_id, records=int(inside.sum()), results=sum(per_stream.values()),
             stream_results=tuple(sorted(per_stream.items())), first_seq=int(iseq.min()), last_seq=int(iseq.max()),
-            missing_evicted=evicted, missing_rejected=rejected, missing_lost=lost,
-            uptime_s=_uptime_ms(icap, period.end_ms, self.params.uptime_credit_s * 1000) // 1000,
+            missing_evicted=evicted, missing_rejected=rej, missing_lost=lost,
+            uptime_s=_uptime_ms(icap, period.end_ms, params.uptime_credit_s * 1000) // 1000,
             model_digests=digests, first_index=int(iidx.min()), last_index=int(iidx.max()),
         )
 
-    @staticmethod
-    def _missing(dev: _Device, seq: np.ndarray, inside: np.ndarray) -> tuple[int, int, int]:
-        """Missing seqs attributed to the period (runs below an in-period record), split by cause."""
-        prev = np.concatenate(([0], seq[:-1]))
-        runs = np.nonzero(((seq - prev) > 1) & inside)[0]
-        if not len(runs):
-            return 0, 0, 0
-        gaps = _merge(dev.gaps)
-        starts = [a for a, _ in gaps]
-        rejected = sorted(dev.rejected)
-        evicted = rej = total = 0
-        for k in runs.tolist():
-            lo, hi = int(prev[k]) + 1, int(seq[k]) - 1
-            total += hi - lo + 1
-            evicted += _covered(gaps, starts, lo, hi)
-            a, b = bisect.bisect_left(rejected, lo), bisect.bisect_right(rejected, hi)
-            rej += sum(1 for s in rejected[a:b] if not _covered(gaps, starts, s, s))
-        return evicted, rej, total - evicted - rej
+
+def _missing(gap_ranges: list[tuple[int, int]], rejected: list[int], seq: np.ndarray,
+             inside: np.ndarray) -> tuple[int, int, int]:
+    """Missing seqs attributed to the period (runs below an in-period record), split by cause."""
+    prev = np.concatenate(([0], seq[:-1]))
+    runs = np.nonzero(((seq - prev) > 1) & inside)[0]
+    if not len(runs):
+        return 0, 0, 0
+    gaps = _merge(gap_ranges)
+    starts = [a for a, _ in gaps]
+    evicted = rej = total = 0
+    for k in runs.tolist():
+        lo, hi = int(prev[k]) + 1, int(seq[k]) - 1
+        total += hi - lo + 1
+        evicted += _covered(gaps, starts, lo, hi)
+        a, b = bisect.bisect_left(rejected, lo), bisect.bisect_right(rejected, hi)
+        rej += sum(1 for s in rejected[a:b] if not _covered(gaps, starts, s, s))
+    return evicted, rej, total - evicted - rej
 
 
 def _merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

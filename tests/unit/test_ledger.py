@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.ledger import (
@@ -223,7 +223,7 @@ def logs(draw: st.DrawFn) -> tuple[list[Rec], dict[str, dict[int, str]]]:
     return recs, rejected
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(logs(), st.sampled_from([1, 60, 120, 900]))
 def test_builder_agrees_with_the_definition(log: tuple[list[Rec], dict[str, dict[int, str]]], credit: int) -> None:
     recs, rejected = log
@@ -244,7 +244,7 @@ def test_builder_agrees_with_the_definition(log: tuple[list[Rec], dict[str, dict
         assert got == want
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(logs())
 def test_every_missing_seq_is_counted_once_over_all_periods(log: tuple[list[Rec], dict]) -> None:
     recs, _ = log
@@ -266,7 +266,7 @@ leaf_values = st.tuples(st.integers(0, 2**64 - 1), st.text(max_size=8), st.lists
 ENC = ("uint64", "string", "uint64[]")
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(leaf_values, min_size=1, max_size=12, unique_by=repr))
 def test_every_value_proves_against_the_root(values: list[tuple]) -> None:
     tree = StandardMerkleTree.of(values, ENC)
