@@ -86,7 +86,7 @@ def split_hashes(data: bytes, width: int) -> list[bytes]:
 
 def parse_bundle(data: bytes, width: int) -> list[bytes]:
     """An entry bundle: ``width`` entries, each a big-endian uint16 length then the entry bytes."""
-    out = []
+    out: list[bytes] = []
     pos = 0
     while pos < len(data):
         if pos + 2 > len(data):
