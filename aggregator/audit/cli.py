@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ledger", action="append", default=[],
                    help="a published ledger JSON, or a folder of ledger-*.json (repeatable)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes for signature checks (default: the number of CPUs)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_audit)
 
@@ -47,6 +50,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cas = [c for f in args.ca for c in load_certificates(f)]
     crls = [load_crl(f) for f in args.crl]
     report = run_audit(args.url, _vkey(args.log_vkey), cas, crls, Path(args.state) if args.state else None,
-                       load_ledgers(args.ledger), args.timeout)
+                       load_ledgers(args.ledger), args.timeout, max(1, args.jobs))
     print(json.dumps(report.as_json(), indent=2) if args.json else report_text(report))
     return 0 if report.clean else 1

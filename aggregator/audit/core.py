@@ -14,7 +14,9 @@ Trusts nothing of the aggregator but the log's public verifier key and the fleet
    at its size) and equal, field by field, to the ledger recomputed from the entries (``LedgerBuilder``).
 
 Records whose key is not known when met (a birth record later in the log) are verified at the end. The
-shell (``aggregator.audit.run``) fetches in the order ``next_tiles`` gives and feeds ``bundle``/``tile``.
+shell (``aggregator.audit.run``) fetches what ``bundles`` and ``upper_tiles_ready`` name, feeds ``bundle`` and
+``tile``, has the entries checked (``aggregator.audit.verify``, in worker processes for big logs) and feeds the
+outcomes back (``outcomes``).
 """
 
 from __future__ import annotations
@@ -23,23 +25,18 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from cryptography import x509
 
 from aggregator.audit.tiles import TILE_WIDTH, Tile, levels_for, parse_bundle, split_hashes, tiles_for
 from aggregator.audit.tree import StreamingTree, leaf_hash
-from aggregator.errors import AggregatorError, Rejected
+from aggregator.audit.verify import Deferred, EntryChecker, Outcome, ReceiptOk, Verified
+from aggregator.errors import AggregatorError
 from aggregator.ledger import _note
 from aggregator.ledger.compute import DeviceEntry, LedgerBuilder
 from aggregator.ledger.errors import LedgerError
 from aggregator.ledger.export import check_document, ledger_root
-from aggregator.topics import TopicInfo
-from aggregator.trust import TrustStore
-from aggregator.verifier import Verifier
-from envelope import EnvelopeError, Record, open_receipt, open_record
-from provisioning.chain import InvalidReceipt, verify_receipt
 
 MAX_FINDINGS_PER_KIND = 1000  # a broken log would otherwise produce a million lines; the count stays exact
 
@@ -149,13 +146,12 @@ class Auditor:
         self.vkey = vkey
         self.cas = list(cas)
         self.crls = list(crls)
-        self.trust = TrustStore(cas, crls)
-        self.verifier = Verifier(self.trust)
+        self.checker = EntryChecker(cas, crls)  # learns every birth; re-checks the deferred records at the end
         self.builder = LedgerBuilder()
         self.report = Report(checkpoint.origin, checkpoint.size)
         self.seen = list(seen)
         self.ledgers: list[tuple[PublishedLedger, Any]] = []  # (ledger, its NoteFields) once pre-checked
-        self._deferred: list[tuple[int, Record]] = []
+        self._deferred: list[Deferred] = []
         self._next_bundle = 0
         self._broken = False  # some entries could not be read: no root can be recomputed
         sizes = {checkpoint.size} | {s.size for s in seen if s.size <= checkpoint.size}
@@ -197,8 +193,9 @@ class Auditor:
     # ---- feeding ---------------------------------------------------------------------------------------
 
     def bundle(self, tile: Tile, entries_data: bytes | None, hashes_data: bytes | None,
-               error: str | None = None) -> None:
-        """One entry bundle and the level-0 tile of the same index (``None`` when it could not be fetched)."""
+               error: str | None = None) -> list[bytes]:
+        """One entry bundle and the level-0 tile of the same index (``None`` when it could not be fetched).
+        Returns the bundle's entries, to be checked (``EntryChecker``) and their outcomes fed to ``outcomes``."""
         if tile != self._bundles[self._next_bundle]:
             raise AuditError(f"bundles must be fed in order: expected {self._bundles[self._next_bundle].path}")
         self._next_bundle += 1
@@ -210,7 +207,7 @@ class Auditor:
         except ValueError as e:
             self.find("bundle_unavailable", f"{tile.path}: {e}", start)
             self._lost(start, tile.width)
-            return
+            return []
         served: list[bytes] | None = None
         try:
             if hashes_data is None:
@@ -226,7 +223,7 @@ class Auditor:
                           index)
             self.tree.append(h)
             self.builder.place(index)
-            self._entry(index, entry)
+        return entries
 
     def _lost(self, start: int, width: int) -> None:
         """Entries that could not be read: the tree cannot be recomputed past them."""
@@ -253,43 +250,23 @@ class Auditor:
         if not tile.partial:
             self.tree.forget_below(tile.level, tile.start + TILE_WIDTH)
 
-    # ---- entries ---------------------------------------------------------------------------------------
+    # ---- entry outcomes ---------------------------------------------------------------------------------
 
-    def _entry(self, index: int, data: bytes) -> None:
-        try:
-            record = open_record(data, max_bytes=max(len(data), 1))
-        except EnvelopeError as e:
-            self._receipt(index, data, e)
-            return
-        self._verify(index, record, final=False)
-
-    def _verify(self, index: int, record: Record, *, final: bool) -> None:
-        info = TopicInfo(record.device_id, record.kind, record.stream)
-        try:
-            self.verifier.verify_record(record, info, record.iat * 1000)
-        except Rejected as e:
-            if e.reason == "unknown_kid" and not final:
-                self._deferred.append((index, record))
-                return
-            self.find("record_invalid", f"{record.device_id} seq {record.seq}: {e.reason}: {e}", index)
-            return
-        self.report.records += 1
-        self.builder.add_record(index, record)
-
-    def _receipt(self, index: int, data: bytes, record_error: Exception) -> None:
-        try:
-            receipt, _ = open_receipt(data, max_bytes=max(len(data), 1))
-        except EnvelopeError:
-            self.find("entry_undecodable", f"neither a device record nor a receipt: {record_error}", index)
-            return
-        at = datetime.fromtimestamp(receipt.time_ms / 1000, timezone.utc)
-        try:
-            verify_receipt(data, self.cas, self.crls, at, receipt.dev, max_bytes=max(len(data), 1))
-        except InvalidReceipt as e:
-            self.find("receipt_invalid", f"receipt for {receipt.dev}: {e}", index)
-            return
-        self.report.receipts += 1
-        self.builder.add_receipt(index, receipt)
+    def outcomes(self, results: Sequence[Outcome]) -> None:
+        """What the checkers said about entries already fed with ``bundle`` (any order)."""
+        for r in results:
+            if isinstance(r, Verified):
+                if r.birth is not None:
+                    self.checker.learn([r.birth])
+                self.report.records += 1
+                self.builder.add_fact(r.fact)
+            elif isinstance(r, ReceiptOk):
+                self.report.receipts += 1
+                self.builder.add_rejected(r.index, r.device_id, r.rejected)
+            elif isinstance(r, Deferred):
+                self._deferred.append(r)
+            else:
+                self.find(r.kind, r.detail, r.index)
 
     # ---- the end ---------------------------------------------------------------------------------------
 
@@ -297,8 +274,8 @@ class Auditor:
         """Check what needs the whole log; returns the report."""
         if self._next_bundle != len(self._bundles):
             raise AuditError(f"{len(self._bundles) - self._next_bundle} bundles were not fed")
-        for index, record in sorted(self._deferred, key=lambda x: x[0]):
-            self._verify(index, record, final=True)
+        deferred, self._deferred = sorted(self._deferred, key=lambda d: d.index), []
+        self.outcomes([self.checker.check_one(d.index, d.data, final=True) for d in deferred])
         for a in self.builder.duplicates():
             self.find(a.kind, a.detail, a.index)
         for a in self.builder.anomalies:

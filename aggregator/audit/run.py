@@ -15,13 +15,18 @@ import gzip
 import http.client
 import json
 import logging
+import multiprocessing
+import tempfile
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from aggregator.audit.core import (
     AuditError,
@@ -33,6 +38,7 @@ from aggregator.audit.core import (
     parse_checkpoint,
 )
 from aggregator.audit.tiles import HASH_SIZE, TILE_WIDTH, Tile, parse_bundle
+from aggregator.audit.verify import Outcome, Verified, append_births, worker_check, worker_init
 from provisioning import atomic_write
 
 log = logging.getLogger(__name__)
@@ -198,8 +204,11 @@ def load_ledgers(sources: Sequence[str]) -> list[PublishedLedger]:
 
 def run_audit(url: str, vkey: str, cas: Sequence[x509.Certificate],
               crls: Sequence[x509.CertificateRevocationList] = (), state_path: Path | None = None,
-              ledgers: Sequence[PublishedLedger] = (), timeout_s: float = 30.0) -> Report:
-    """Audit the log at ``url`` against its latest checkpoint; returns the report (``report.clean``)."""
+              ledgers: Sequence[PublishedLedger] = (), timeout_s: float = 30.0, jobs: int = 1) -> Report:
+    """Audit the log at ``url`` against its latest checkpoint; returns the report (``report.clean``).
+
+    ``jobs`` > 1: signature checks run in that many worker processes (bundles in flight: twice as many).
+    """
     client = TileClient(url, timeout_s)
     started = time.monotonic()
     try:
@@ -210,20 +219,12 @@ def run_audit(url: str, vkey: str, cas: Sequence[x509.Certificate],
         cp = parse_checkpoint(text, vkey)
         state = load_state(state_path, cp.origin)
         auditor = Auditor(cp, vkey, cas, crls, state.seen, ledgers)
-        for bundle in auditor.bundles():
-            entries = hashes = None
-            error = None
-            try:
-                entries = client.tile(bundle)
-                hashes = client.tile(Tile(0, bundle.index, bundle.width))
-            except FetchError as e:
-                error = str(e)
-            auditor.bundle(bundle, entries, hashes, error)
-            for t in auditor.upper_tiles_ready():
-                try:
-                    auditor.tile(t, client.tile(t))
-                except FetchError as e:
-                    auditor.tile(t, None, str(e))
+        if jobs > 1 and cp.size > 4 * TILE_WIDTH:
+            _in_pool(client, auditor, cas, crls, jobs)
+        else:
+            for bundle in auditor.bundles():
+                entries = _fetch_bundle(client, auditor, bundle)
+                auditor.outcomes(auditor.checker.check(bundle.start, entries))
         report = auditor.finish()
         if state_path is not None:
             state.add(cp)
@@ -234,6 +235,55 @@ def run_audit(url: str, vkey: str, cas: Sequence[x509.Certificate],
              time.monotonic() - started, client.requests, client.bytes,
              "clean" if report.clean else f"{sum(report.counts.values())} discrepancies")
     return report
+
+
+def _fetch_bundle(client: TileClient, auditor: Auditor, bundle: Tile) -> list[bytes]:
+    """Fetch one bundle and its level-0 tile, feed them, then the upper tiles that became checkable."""
+    entries = hashes = None
+    error = None
+    try:
+        entries = client.tile(bundle)
+        hashes = client.tile(Tile(0, bundle.index, bundle.width))
+    except FetchError as e:
+        error = str(e)
+    out = auditor.bundle(bundle, entries, hashes, error)
+    for t in auditor.upper_tiles_ready():
+        try:
+            auditor.tile(t, client.tile(t))
+        except FetchError as e:
+            auditor.tile(t, None, str(e))
+    return out
+
+
+def _in_pool(client: TileClient, auditor: Auditor, cas: Sequence[x509.Certificate],
+             crls: Sequence[x509.CertificateRevocationList], jobs: int) -> None:
+    """Fetch and hash here, check signatures in ``jobs`` worker processes, feed outcomes back in order."""
+    ca_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in cas)
+    crl_ders = [c.public_bytes(serialization.Encoding.DER) for c in crls]
+    with tempfile.TemporaryDirectory(prefix="edge-audit-") as tmp:
+        births = str(Path(tmp) / "births")
+        Path(births).touch()
+        births_len = 0
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init,
+                                 initargs=(ca_pem, crl_ders, births)) as pool:
+            pending: deque[Future[list[Outcome]]] = deque()
+
+            def drain(keep: int) -> None:
+                nonlocal births_len
+                while len(pending) > keep:
+                    outcomes = pending.popleft().result()
+                    new = [o.birth for o in outcomes if isinstance(o, Verified) and o.birth is not None]
+                    if new:
+                        births_len = append_births(births, new)
+                    auditor.outcomes(outcomes)
+
+            for bundle in auditor.bundles():
+                entries = _fetch_bundle(client, auditor, bundle)
+                if entries:
+                    pending.append(pool.submit(worker_check, bundle.start, entries, births_len))
+                drain(2 * jobs)
+            drain(0)
 
 
 def report_text(report: Report) -> str:

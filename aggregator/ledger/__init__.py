@@ -19,7 +19,9 @@ if TYPE_CHECKING:
         DeviceEntry,
         Ledger,
         LedgerBuilder,
+        RecordFact,
         leaf_from_json,
+        record_fact,
     )
     from aggregator.ledger.errors import LedgerError
     from aggregator.ledger.export import (
@@ -56,6 +58,8 @@ _LAZY: dict[str, str] = {
     "Ledger": "aggregator.ledger.compute",
     "LedgerBuilder": "aggregator.ledger.compute",
     "LedgerError": "aggregator.ledger.errors",
+    "RecordFact": "aggregator.ledger.compute",
+    "record_fact": "aggregator.ledger.compute",
     "LedgerParams": "aggregator.ledger.params",
     "LogBinding": "aggregator.ledger.export",
     "NoteFields": "aggregator.ledger.export",
@@ -92,6 +96,7 @@ __all__ = [
     "LogBinding",
     "NoteFields",
     "Period",
+    "RecordFact",
     "StandardMerkleTree",
     "check_document",
     "dump_for",
@@ -105,6 +110,7 @@ __all__ = [
     "note_text",
     "parse_note_text",
     "process_proof",
+    "record_fact",
     "verify_proof",
 ]
 

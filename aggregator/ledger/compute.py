@@ -130,6 +130,34 @@ def leaf_from_json(value: Any) -> tuple[Any, ...]:
     return value_from_json(LEAF_ENCODING, value)
 
 
+@dataclass(frozen=True)
+class RecordFact:
+    """What the ledger needs of one device record: small and picklable, so audit workers can send it back."""
+
+    index: int
+    device_id: str
+    seq: int
+    capture_ms: int
+    kind: str
+    stream: str
+    model: bytes | None = None
+    gap: tuple[int, int] | None = None  # a gap record's evicted range
+    gap_error: str | None = None  # a gap record whose payload names no valid range
+
+
+def record_fact(index: int, record: Record) -> RecordFact:
+    """The ledger facts of ``record`` at log index ``index`` (decodes a gap record's payload)."""
+    gap = error = None
+    if record.kind == labels.KIND_GAP:
+        try:
+            g = gap_info(record.payload(), record.seq, record.device_id)
+            gap = (g.first, g.last)
+        except Exception as e:  # Rejected or MalformedRecord: a gap record that explains nothing
+            error = str(e)
+    return RecordFact(index, record.device_id, record.seq, record.capture_ms, record.kind, record.stream,
+                      record.model_sha256, gap, error)
+
+
 @dataclass
 class _Device:
     seq: array[int] = field(default_factory=lambda: array("q"))
@@ -191,35 +219,41 @@ class LedgerBuilder:
 
     def add_record(self, index: int, record: Record) -> None:
         """Count a parsed device record at ``index`` (already placed; each index at most once)."""
-        if not 0 <= index < self.size:
-            raise LedgerError(f"entry {index} was not placed (log size so far {self.size})")
-        dev = self._device(record.device_id)
-        kind = _KIND_CODE[record.kind]
-        ks = self._kind_streams.setdefault((kind, record.stream), len(self._kind_streams))
+        self.add_fact(record_fact(index, record))
+
+    def add_fact(self, fact: RecordFact) -> None:
+        """Count the ledger facts of one device record (what ``record_fact`` extracts)."""
+        if not 0 <= fact.index < self.size:
+            raise LedgerError(f"entry {fact.index} was not placed (log size so far {self.size})")
+        dev = self._device(fact.device_id)
+        kind = _KIND_CODE[fact.kind]
+        ks = self._kind_streams.setdefault((kind, fact.stream), len(self._kind_streams))
         model = -1
-        if record.model_sha256 is not None and kind == 0:
-            model = self._models.setdefault(record.model_sha256, len(self._models))
-        dev.seq.append(record.seq)
-        dev.capture.append(record.capture_ms)
-        dev.index.append(index)
+        if fact.model is not None and kind == 0:
+            model = self._models.setdefault(fact.model, len(self._models))
+        dev.seq.append(fact.seq)
+        dev.capture.append(fact.capture_ms)
+        dev.index.append(fact.index)
         dev.kind_stream.append(ks)
         dev.model.append(model)
-        if kind == _KIND_CODE[labels.KIND_GAP]:
-            try:
-                g = gap_info(record.payload(), record.seq, record.device_id)
-            except Exception as e:  # Rejected or MalformedRecord: a gap record that explains nothing
-                self.anomalies.append(Anomaly(index, "bad_gap", f"gap record of {record.device_id} seq "
-                                              f"{record.seq}: {e}"))
-            else:
-                dev.gaps.append((g.first, g.last, index))
+        if fact.gap_error is not None:
+            self.anomalies.append(Anomaly(fact.index, "bad_gap", f"gap record of {fact.device_id} seq {fact.seq}: "
+                                          f"{fact.gap_error}"))
+        elif fact.gap is not None:
+            dev.gaps.append((fact.gap[0], fact.gap[1], fact.index))
 
     def add_receipt(self, index: int, receipt: Receipt) -> None:
         """Count a parsed receipt at ``index``: the seqs it lists as rejected explain missing seqs."""
+        self.add_rejected(index, receipt.dev, [seq for seq, _ in receipt.rejected])
+
+    def add_rejected(self, index: int, device_id: str, seqs: Iterable[int]) -> None:
+        """Seqs of ``device_id`` that the receipt at ``index`` names as rejected."""
         if not 0 <= index < self.size:
             raise LedgerError(f"entry {index} was not placed (log size so far {self.size})")
-        if receipt.rejected:
-            rejected = self._device(receipt.dev).rejected
-            for seq, _reason in receipt.rejected:
+        seqs = list(seqs)
+        if seqs:
+            rejected = self._device(device_id).rejected
+            for seq in seqs:
                 rejected[seq] = min(rejected.get(seq, index), index)
 
     # ---- answering -------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ def write_log(folder: Path, entries: Sequence[bytes], sign: Callable[[str], str]
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     def log_message(self, format: str, *args: object) -> None:
         pass
 
