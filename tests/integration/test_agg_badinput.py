@@ -30,7 +30,8 @@ MAX_BYTES = 8192
 
 
 def write_config(path: Path, *, port: int, client_id: str, store: str, ca: Path, crl: Path,
-                 schema: str | None = None, group: str = "", reload_s: float = 60.0) -> Path:
+                 schema: str | None = None, group: str = "", reload_s: float = 60.0,
+                 identity: dict[str, str] | None = None, hold_s: float = 60.0) -> Path:
     lines = [
         "[aggregator]", f"max_record_bytes = {MAX_BYTES}", "ack_interval_ms = 50", "ack_refresh_s = 0.5",
         "log_level = \"INFO\"", "",
@@ -38,8 +39,8 @@ def write_config(path: Path, *, port: int, client_id: str, store: str, ca: Path,
         f"shared_group = \"{group}\"", "",
         "[store]", f"url = \"{store}\"", *([f"schema = \"{schema}\""] if schema else []), "",
         "[trust]", f"ca_files = [\"{ca}\"]", f"crl_files = [\"{crl}\"]", f"reload_s = {reload_s}", "",
-        # unknown-key records wait for a birth record that never comes: expire them quickly
-        "[hold]", "max_age_s = 2.0",
+        "[hold]", f"max_age_s = {hold_s}",
+        *(["", "[identity]", *(f"{k} = \"{v}\"" for k, v in identity.items())] if identity else []),
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -117,7 +118,7 @@ def test_ten_thousand_mutated_records(tmp_path: Path, mosquitto: Mosquitto, uniq
     fleet, (a, b) = fleet_with(tmp_path, f"{unique_id}-a", f"{unique_id}-b")
     db = tmp_path / "agg.db"
     cfg = write_config(tmp_path / "agg.toml", port=mosquitto.port, client_id=f"agg-{unique_id}", store=str(db),
-                       ca=fleet.ca_cert, crl=fleet.crl)
+                       ca=fleet.ca_cert, crl=fleet.crl, hold_s=2.0)  # the birth of an unknown kid never comes
     proc = AggregatorProcess(cfg, tmp_path / "agg.log").start()
     aggregator_procs.append(proc)
     peer = Peer(mosquitto.port)
