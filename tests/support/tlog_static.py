@@ -104,3 +104,21 @@ def serve(folder: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def main(argv: Sequence[str]) -> None:
+    """``python -m tests.support.tlog_static FOLDER``: serve a written log until killed; prints the URL."""
+    import sys
+    import time
+
+    with serve(Path(argv[0])) as url:
+        print(url, flush=True)
+        sys.stdout.close()
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
