@@ -338,3 +338,21 @@ def test_a_changed_document_fails_its_check(tamper) -> None:
     tamper(doc)
     with pytest.raises(LedgerError):
         check_document(doc)
+
+
+def test_a_ledger_over_a_prefix_of_the_log_ignores_later_entries() -> None:
+    t = DAY0.start_ms
+    entries = [Rec("dev-a", 1, t).seal(), Rec("dev-a", 3, t + 1).seal(), receipt("dev-a", [(2, "malformed")]),
+               Rec("dev-a", 4, t + DAY_MS).seal(), Rec("dev-a", 2, t + 2).seal()]
+    b = build(entries)
+    (early,) = b.ledger(DAY0, upto=2).entries
+    assert (early.records, early.missing_lost, early.missing_rejected, early.last_index) == (2, 1, 0, 1)
+    (mid,) = b.ledger(DAY0, upto=3).entries
+    assert (mid.missing_lost, mid.missing_rejected) == (0, 1)
+    (full,) = b.ledger(DAY0).entries
+    assert (full.records, full.missing, full.last_index) == (3, 0, 4)
+    assert b.days(upto=3) == ["2026-12-01"] and b.days() == ["2026-12-01", "2026-12-02"]
+    assert b.ledger(DAY0, upto=0).entries == ()
+    with pytest.raises(LedgerError):
+        b.ledger(DAY0, upto=6)
+    assert b.ledger(DAY0, params=LedgerParams(1)).entries[0].uptime_s == 1  # captures 1 ms apart, 1 s credit
