@@ -1,4 +1,4 @@
-"""``edge-agent``: run the agent, validate a config, run the demo, show status."""
+"""``edge-agent``: run the agent, validate a config, run the demo, show status, check a device (doctor)."""
 
 from __future__ import annotations
 
