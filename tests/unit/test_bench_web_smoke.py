@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from aggregator.web.query import FleetQuery
 from bench import bench_web
 
 
@@ -21,7 +22,7 @@ def test_bench_web_tiny(tmp_path: Path) -> None:
         page, sql, worst = bench_web.render_times(server.url, reader, 10)
         assert len(page) == len(sql) == 10 and all(math.isfinite(x) and x > 0 for x in page + sql)
         assert set(worst) <= set(bench_web.QUERIES)
-        ids = [r["device_id"] for r in reader.fleet(bench_web.FleetQuery()).rows][:5]
+        ids = [r["device_id"] for r in reader.fleet(FleetQuery()).rows][:5]
         lat = bench_web.fanout(server.port, ids, ctx.hub.notify, 2, 0.2, pages=3)
         assert len(lat) == 2 and all(x >= 0 for x in lat)
     finally:
