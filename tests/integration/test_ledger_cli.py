@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from aggregator import TrustStore, Verifier, open_store
 from aggregator.cli import main
 from aggregator.ledger import Period, check_document
-from aggregator.ledger import _note as note
 from aggregator.trust import load_certificates
+from envelope.note import NoteSigner, NoteVerifier, open_note
 from provisioning import write_private_key
 from tests.integration.test_agg_store import pg_schema, store_url  # noqa: F401 - fixtures
 from tests.unit.test_agg_support import fleet_with
@@ -26,7 +26,7 @@ def _log_key(tmp_path: Path) -> tuple[Path, str]:
     key = ed25519.Ed25519PrivateKey.generate()
     path = tmp_path / "log.key"
     write_private_key(path, key)
-    return path, note.verifier_key("test.fleet/log", key.public_key())
+    return path, NoteSigner("test.fleet/log", key).vkey
 
 
 def test_ledger_command_writes_a_signed_ledger(store_url, tmp_path: Path, capsys) -> None:  # noqa: F811
@@ -54,7 +54,7 @@ def test_ledger_command_writes_a_signed_ledger(store_url, tmp_path: Path, capsys
     doc = json.loads(Path(summary["json"]).read_text())
     fields, entries = check_document(doc)
     assert fields.period == Period.parse(day) and fields.log_root is None
-    note.verify(Path(summary["note"]).read_text(), vkey)
+    open_note(Path(summary["note"]).read_text(), [NoteVerifier.from_vkey(vkey)])
     by = {e.device_id: e for e in entries}
     assert (by["dev-a"].records, by["dev-a"].results, by["dev-a"].missing) == (7, 5, 0)
     assert (by["dev-b"].records, by["dev-b"].stream_results, by["dev-b"].missing_lost) == (4, (("temp", 3),), 2)

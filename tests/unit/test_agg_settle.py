@@ -30,7 +30,7 @@ def _emitted_reasons() -> set[str]:
     assert mapping is not None
     found |= set(re.findall(r':\s*"([a-z0-9_]+)"', mapping.group(1)))
     # envelope errors about receipts, proofs and notes are the agent's and the auditor's, never a record's reject
-    from envelope.errors import InvalidNote, InvalidProof, MalformedNote  # noqa: PLC0415
+    from envelope.errors import InvalidNote, InvalidProof, MalformedNote
 
     return found - {InvalidProof.reason, MalformedNote.reason, InvalidNote.reason}
 
