@@ -158,6 +158,8 @@ class Auditor:
         self.tree = StreamingTree(sizes)
         self._bundles = list(tiles_for(checkpoint.size, -1))
         self._checked_upper: set[tuple[int, int]] = set()
+        self._upper = {lv: list(tiles_for(checkpoint.size, lv)) for lv in levels_for(checkpoint.size)[1:]}
+        self._upper_next = dict.fromkeys(self._upper, 0)  # per level: the next tile not handed out yet
 
     # ---- findings --------------------------------------------------------------------------------------
 
@@ -174,15 +176,15 @@ class Auditor:
         return list(self._bundles)
 
     def upper_tiles_ready(self) -> list[Tile]:
-        """Higher-level tiles whose every hash is recomputed by now and not checked yet (fetch and ``tile``)."""
+        """Higher-level tiles whose every hash is recomputed by now, each handed out once (fetch, then ``tile``).
+        Tiles of a level complete in order, so only the next one of each level is looked at."""
         out = []
-        for level in levels_for(self.checkpoint.size)[1:]:
-            for t in tiles_for(self.checkpoint.size, level):
-                if (level, t.index) in self._checked_upper:
-                    continue
-                last = t.index * TILE_WIDTH + t.width - 1  # position of its last hash at its level
-                if self.tree.tile_hash(level, last) is not None:
-                    out.append(t)
+        for level, tiles in self._upper.items():
+            k = self._upper_next[level]
+            while k < len(tiles) and self.tree.tile_hash(level, tiles[k].start + tiles[k].width - 1) is not None:
+                out.append(tiles[k])
+                k += 1
+            self._upper_next[level] = k
         return out
 
     # ---- feeding ---------------------------------------------------------------------------------------
@@ -288,8 +290,10 @@ class Auditor:
                 elif self.tree.snapshots.get(s.size) != s.root:
                     self.find("inconsistent", f"the checkpoint of size {s.size} seen before has root "
                               f"{base64.b64encode(s.root).decode()}; the log's entries give another")
-            for t in self.upper_tiles_ready():  # every upper tile must have been fed
-                self.find("tile_unavailable", f"{t.path} was not checked")
+            for tiles in self._upper.values():  # every upper tile must have been fed
+                for t in tiles:
+                    if (t.level, t.index) not in self._checked_upper:
+                        self.find("tile_unavailable", f"{t.path} was not checked")
         for pl, fields in self.ledgers:
             self._check_ledger(pl, fields)
         self.report.devices = len(self.builder.devices())

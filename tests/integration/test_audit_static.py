@@ -263,3 +263,19 @@ def test_worker_processes_give_the_same_report(world: World) -> None:
     # the published ledger counted the two bad entries (an aggregator logs only verified records), so it
     # differs from the one recomputed over what verifies: both devices' entries and the root
     assert kinds(two) == {"record_invalid": 2, "ledger_entry": 2, "ledger_root": 1}
+
+
+def test_a_tree_with_three_tile_levels(world: World) -> None:
+    """70,000 entries (the spec's example: level-0, level-1 and a level-2 partial tile); entries that are not
+    records are reported, every tile and the root check out. One hash of a level-1 tile changed is caught."""
+    entries = [b"e" + i.to_bytes(4, "big") for i in range(70_000)]
+    write_log(world.folder, entries, world.sign, ORIGIN)
+    report = world.audit(state=False)
+    assert report.counts == {"entry_undecodable": 70_000} and len(report.findings) == 1000
+    tile = world.folder / "tile" / "1" / "000"
+    data = bytearray(tile.read_bytes())
+    data[100] ^= 1
+    tile.write_bytes(bytes(data))
+    report = world.audit(state=False)
+    assert report.counts.get("tile_mismatch") == 1
+    assert "tile/1/000" in next(f.detail for f in report.findings if f.kind == "tile_mismatch")
