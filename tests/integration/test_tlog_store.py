@@ -5,14 +5,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aggregator import open_store
+from aggregator import TrustStore, Verifier, open_store
 from aggregator.config import LogSettings
 from aggregator.tlog import LogIntegrator, TileCache
+from aggregator.trust import load_certificates
 from envelope import NoteSigner
 from envelope.merkle import (
     inclusion_proof,
@@ -22,12 +24,33 @@ from envelope.merkle import (
     verify_inclusion,
 )
 from envelope.note import open_checkpoint
-from tests.integration.test_agg_store import PG_URL, pg_schema, store_url, verify_all, world  # noqa: F401
+from tests.integration.test_agg_store import PG_URL, drop_schema, verify_all
+from tests.unit.test_agg_support import fleet_with
 
 pytestmark = pytest.mark.integration
 
 SIGNER = NoteSigner("example.net/test-log", Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 SETTINGS = LogSettings(key_file="unused", origin=SIGNER.name, checkpoint_interval_s=0.01, integrate_max=7)
+
+
+@pytest.fixture
+def pg_schema():
+    schema = "tlog_" + uuid.uuid4().hex[:12]
+    try:
+        yield schema
+    finally:
+        drop_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path, pg_schema: str):
+    yield (str(tmp_path / "agg.db"), None) if request.param == "sqlite" else (PG_URL, pg_schema)
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    fleet, devs = fleet_with(tmp_path, "dev-a", "dev-b")
+    return devs, Verifier(TrustStore(load_certificates(fleet.ca_cert)))
 
 
 def _stored(store, v, devs, n):
@@ -107,7 +130,7 @@ def test_a_forked_store_is_never_signed(tmp_path: Path, world) -> None:
     store.close()
 
 
-def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:  # noqa: F811
+def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:
     devs, v = world
     s1, s2 = open_store(PG_URL, schema=pg_schema), open_store(PG_URL, schema=pg_schema)
     try:
@@ -126,7 +149,7 @@ def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:  # noqa: F8
         s2.close()
 
 
-def test_postgres_concurrent_integrators_never_assign_an_index_twice(world, pg_schema) -> None:  # noqa: F811
+def test_postgres_concurrent_integrators_never_assign_an_index_twice(world, pg_schema) -> None:
     """Even without the lock (both think they lead), the log_state row serialises integration."""
     devs, v = world
     stores = [open_store(PG_URL, schema=pg_schema) for _ in range(3)]
