@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -126,7 +127,8 @@ def test_a_forked_store_is_never_signed(tmp_path: Path, world) -> None:
     _stored(store, v, devs, 5)
     integ2 = LogIntegrator(SIGNER, SETTINGS, "w2")
     assert integ2.tick(store, 2000) is None
-    assert integ2.counters["forks_refused"] == 1 and store.log_latest_checkpoint().size == 12
+    latest = store.log_latest_checkpoint()
+    assert integ2.counters["forks_refused"] == 1 and latest is not None and latest.size == 12
     store.close()
 
 
@@ -144,7 +146,7 @@ def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:
         cp = None
         while cp is None and time.monotonic() < deadline:
             cp = i2.tick(s2, 2000, force=True)
-        assert cp is not None and i2.leader and cp.size == 39 and cp.issuer == "w2"
+        assert cp is not None and cast(bool, i2.leader) and cp.size == 39 and cp.issuer == "w2"
     finally:
         s2.close()
 
@@ -195,6 +197,7 @@ def test_schema_1_store_gains_the_log_column(tmp_path: Path, world) -> None:
     store = open_store(str(path))
     try:
         _stored(store, v, devs, 3)
-        assert LogIntegrator(SIGNER, SETTINGS, "w").tick(store, 1).size == 5
+        cp = LogIntegrator(SIGNER, SETTINGS, "w").tick(store, 1)
+        assert cp is not None and cp.size == 5
     finally:
         store.close()
