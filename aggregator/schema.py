@@ -17,6 +17,45 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 2
 
+# PostgreSQL advisory lock taken (transaction-scoped) around schema creation and migrations, so workers started
+# together on a fresh database serialise instead of racing in the catalog (concurrent ``CREATE ... IF NOT
+# EXISTS`` is not atomic there). Any constant works; this is b"edgeagg1" as a signed 64-bit integer.
+SCHEMA_LOCK_KEY = int.from_bytes(b"edgeagg1", "big", signed=True)
+
+# Statements that bring a store at version ``v - 1`` to version ``v``, for changes that ``ddl()``'s
+# ``CREATE ... IF NOT EXISTS`` cannot make on an existing table (new columns, changed keys). ``ddl()`` always
+# describes the latest layout; a fresh store gets it and skips every migration. Each migration runs once, in
+# the transaction that records the new version, under the lock above.
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE records ADD COLUMN log_index BIGINT"],  # the transparency log (log_indexes() follow)
+}
+
+
+class SchemaVersionError(ValueError):
+    """The store's recorded schema version cannot be brought to ``SCHEMA_VERSION`` by this code."""
+
+
+def migration_plan(current: int | None, target: int = SCHEMA_VERSION,
+                   migrations: dict[int, list[str]] | None = None) -> list[int]:
+    """The versions to apply, in order, to bring a store at ``current`` (``None``: fresh) to ``target``.
+
+    Pure, so the rules are tested without a database: a fresh store needs nothing (``ddl()`` is the latest
+    layout); a newer store than this code is refused (an older aggregator must not write a layout it does not
+    know); every step in between must have its migration.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    if current is None or current == target:
+        return []
+    if current > target:
+        raise SchemaVersionError(f"store schema version {current} is newer than this aggregator's ({target}): "
+                                 "upgrade edge-aggregator")
+    if current < 1:
+        raise SchemaVersionError(f"store schema version {current} is not a version this aggregator wrote")
+    missing = [v for v in range(current + 1, target + 1) if v not in steps]
+    if missing:
+        raise SchemaVersionError(f"no migration from schema version {current} to {target} (missing {missing})")
+    return list(range(current + 1, target + 1))
+
 
 def ddl(blob: str) -> list[str]:
     """CREATE statements; ``blob`` is the binary column type of the dialect (BLOB or BYTEA)."""

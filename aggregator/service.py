@@ -24,13 +24,14 @@ from aggregator.errors import Rejected, StoreError, TrustError
 from aggregator.hold import Hold, HoldLimits
 from aggregator.identity import Identity, load_identity
 from aggregator.mqtt_link import Inbound, MqttLink
+from aggregator.presence import PresenceEvent
 from aggregator.receipts import ReceiptBatcher
 from aggregator.store import BatchResult, RejectEvent, Store, open_store
 from aggregator.tlog import LogIntegrator, ReceiptLog, load_log_signer
 from aggregator.topics import OFFLINE_PAYLOAD, ack_topic, parse_topic, subscriptions
 from aggregator.trust import TrustStore, load_crl, load_registry, load_trust_store
 from aggregator.verifier import Limits, VerifiedRecord, Verifier
-from envelope import Receipt, seal_receipt
+from envelope import Receipt, labels, seal_receipt
 
 log = logging.getLogger(__name__)
 
@@ -281,16 +282,19 @@ class AggregatorService:
     def _process(self, batch: list[Inbound]) -> None:
         verified: list[VerifiedRecord] = []
         rejects: list[RejectEvent] = []
-        offline: list[tuple[str, int]] = []
+        presence: list[PresenceEvent] = []  # status-topic events in arrival order, whatever dedup says
         birth: set[str] = set()  # devices whose key is unknown: the receipt asks for the birth record
         held = 0
         for item in batch:
             try:
                 if item.payload == OFFLINE_PAYLOAD and item.topic.endswith("/status"):
                     info = parse_topic(item.topic, self.config.mqtt.topic_prefix)
-                    offline.append((info.device_id, item.received_ms))
+                    presence.append(PresenceEvent(info.device_id, False, item.received_ms))
                     continue
-                verified.append(self.verifier.verify(item.topic, item.payload, item.received_ms))
+                vr = self.verifier.verify(item.topic, item.payload, item.received_ms)
+                verified.append(vr)
+                if vr.record.kind == labels.KIND_STATUS:
+                    presence.append(PresenceEvent(vr.device_id, True, vr.received_ms))
             except Rejected as e:
                 if e.reason == "unknown_kid" and e.device_id:
                     birth.add(e.device_id)
@@ -303,7 +307,7 @@ class AggregatorService:
             except Exception as e:  # never let one record stop the loop
                 log.exception("unexpected error verifying a record on %s", item.topic[:120])
                 rejects.append(RejectEvent("", "internal_error", item.received_ms, repr(e)[:200]))
-        result = self._commit(verified, rejects, offline)
+        result = self._commit(verified, rejects, presence)
         if result is None:
             return  # stopping while the store is down: nothing acked, the broker redelivers
         assert self._link is not None
@@ -317,7 +321,7 @@ class AggregatorService:
             c["received"] += len(batch)
             c["verified"] += len(verified)
             c["batches"] += 1
-            c["offline_events"] += len(offline)
+            c["offline_events"] += sum(1 for e in presence if not e.online)
             c["held"] += held
             c["equivocations"] += result.equivocations
             for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
@@ -372,12 +376,12 @@ class AggregatorService:
             self._rejected.update(e.reason for e in events)
 
     def _commit(self, verified: list[VerifiedRecord], rejects: list[RejectEvent],
-                offline: list[tuple[str, int]]) -> BatchResult | None:
+                presence: list[PresenceEvent]) -> BatchResult | None:
         assert self._store is not None
         delay = 0.1
         while True:
             try:
-                return self._store.commit_batch(verified, rejects, offline)
+                return self._store.commit_batch(verified, rejects, presence)
             except StoreError as e:
                 with self._lock:
                     self._counts["store_errors"] += 1

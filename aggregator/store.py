@@ -20,8 +20,17 @@ from typing import Any
 
 import cbor2
 
-from aggregator.errors import StoreError
-from aggregator.schema import SCHEMA_VERSION, ddl, log_indexes
+from aggregator.errors import StoreError, StoreNotFound
+from aggregator.presence import Presence, PresenceEvent, apply_presence
+from aggregator.schema import (
+    MIGRATIONS,
+    SCHEMA_LOCK_KEY,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    ddl,
+    log_indexes,
+    migration_plan,
+)
 from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
 from aggregator.settle import is_permanent, low_water_of
 from aggregator.verifier import SKEW_FUTURE, SKEW_PAST, VerifiedRecord
@@ -30,7 +39,7 @@ from envelope.merkle import EMPTY_ROOT, StoredTile, TileBuilder, decode_tile, le
 
 log = logging.getLogger(__name__)
 
-_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms"
+_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms, online, status_ms"
 _RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
                 "kid, model_sha256, input_sha256, record")
 _DETAIL_MAX = 300
@@ -62,6 +71,7 @@ class _Delta:
     kid: str | None = None
     online: int | None = None
     status_ms: int | None = None
+    presence: Presence = field(default_factory=Presence)  # as stored before this batch
 
 
 @dataclass
@@ -119,14 +129,18 @@ class SavedCheckpoint:
 class Store:
     """A SQLite or PostgreSQL record store. Create with ``open_store``."""
 
-    def __init__(self, conn: Any, dialect: str, where: str) -> None:
+    def __init__(self, conn: Any, dialect: str, where: str, *, schema: str | None = None,
+                 create: bool = True) -> None:
         self._conn = conn
         self.dialect = dialect
         self.where = where
         self._books: dict[str, tuple[int, DeviceBook]] = {}
         self._versions: dict[str, int] = {}
         self._log_lead = False  # this connection holds the integrator's advisory lock
-        self._create_schema()
+        if create:
+            self._create_schema(schema)
+        else:
+            self._check_schema()
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
@@ -154,30 +168,61 @@ class Store:
         except Exception:  # the connection may be gone; the next call reports that
             log.debug("rollback failed", exc_info=True)
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, schema: str | None) -> None:
+        """Create or migrate the tables, once, whoever else starts at the same moment.
+
+        One transaction: SQLite's ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock make concurrent openers
+        wait for each other, so the first creates (or migrates) and the rest find it done.
+        """
         blob = "BYTEA" if self.dialect == "postgresql" else "BLOB"
         try:
             self._begin()
+            if self.dialect == "postgresql":
+                self._exec("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
+                if schema:
+                    self._exec(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            existed = self._has_meta()
             for stmt in ddl(blob):
                 self._exec(stmt)
-            self._migrate()
+            row = self._exec("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() if existed else None
+            current = int(row[0]) if row is not None else None
+            for version in migration_plan(current):
+                for stmt in MIGRATIONS[version]:
+                    self._exec(stmt)
             for stmt in log_indexes():
                 self._exec(stmt)
-            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO UPDATE "
-                       "SET value = excluded.value", (str(SCHEMA_VERSION),))
+            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             self._commit()
+        except SchemaVersionError as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: {e}") from e
         except Exception as e:
             self._rollback()
             raise StoreError(f"{self.where}: cannot create the schema: {e}") from e
 
-    def _migrate(self) -> None:
-        """Schema 1 -> 2: ``records.log_index`` (the transparency log) on stores made before it."""
+    def _has_meta(self) -> bool:
         if self.dialect == "postgresql":
-            self._exec("ALTER TABLE records ADD COLUMN IF NOT EXISTS log_index BIGINT")
-            return
-        cols = {row[1] for row in self._exec("PRAGMA table_info(records)").fetchall()}
-        if "log_index" not in cols:
-            self._exec("ALTER TABLE records ADD COLUMN log_index BIGINT")
+            return self._exec("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] is True
+        return self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is not None
+
+    def _check_schema(self) -> None:
+        """Read-only opening: the store must already be an edge-aggregator store this code can read."""
+        try:
+            if not self._has_meta():
+                raise StoreNotFound(f"{self.where} is not an edge-aggregator store (no tables): check the path, "
+                                    "URL or schema", self.where)
+            row = self._exec("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            self._end_read()
+        except StoreNotFound:
+            self._end_read()
+            raise
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: cannot read the store: {e}") from e
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.where}: store schema version {row[0]} is newer than this aggregator's "
+                             f"({SCHEMA_VERSION}): upgrade edge-aggregator")
 
     def close(self) -> None:
         try:
@@ -188,12 +233,17 @@ class Store:
     # ---- the write path ------------------------------------------------------------------------------
 
     def commit_batch(self, items: Sequence[VerifiedRecord], rejects: Sequence[RejectEvent] = (),
-                     offline: Sequence[tuple[str, int]] = ()) -> BatchResult:
-        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure."""
+                     presence: Sequence[PresenceEvent] = ()) -> BatchResult:
+        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure.
+
+        ``presence``: the batch's status-topic events in arrival order (``aggregator.presence``), applied
+        whatever the sequence rules decide about the records that carried them.
+        """
         result = BatchResult()
         settling = [r for r in rejects if r.device_id and r.seq is not None and 1 <= r.seq < 2**63
                     and is_permanent(r.reason)]
-        devices = sorted({vr.device_id for vr in items} | {d for d, _ in offline} | {r.device_id for r in settling})
+        devices = sorted({vr.device_id for vr in items} | {e.device_id for e in presence}
+                         | {r.device_id for r in settling})
         all_rejects = list(rejects)
         second_copies: list[VerifiedRecord] = []
         try:
@@ -233,8 +283,6 @@ class Store:
                     delta.gap_seqs += decision.gap_opened
                 if vr.skew_flags & (SKEW_FUTURE | SKEW_PAST):
                     delta.skew_flagged += 1
-                if vr.record.kind == labels.KIND_STATUS and (delta.status_ms or 0) <= vr.received_ms:
-                    delta.online, delta.status_ms = 1, vr.received_ms
                 if vr.gap is not None:
                     g = vr.gap
                     self._exec("INSERT INTO gaps (device_id, record_seq, first_seq, last_seq, count, bytes, reason, "
@@ -248,10 +296,11 @@ class Store:
                     self._note_low_water(vr, book)
             result.equivocations += self._check_equivocation(second_copies)
             self._settle_rejects(settling, books, result)
-            for device_id, ms in offline:
+            for device_id in {e.device_id for e in presence}:
                 delta = deltas[device_id]
-                if (delta.status_ms or 0) <= ms:
-                    delta.online, delta.status_ms = 0, ms
+                now = apply_presence(delta.presence, [e for e in presence if e.device_id == device_id])
+                if now != delta.presence:
+                    delta.online, delta.status_ms = now.online, now.status_ms
             for device_id in devices:
                 book, delta = books[device_id], deltas[device_id]
                 if book.advance():
@@ -333,14 +382,14 @@ class Store:
             if row is None:
                 self._exec("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT DO NOTHING", (device_id,))
                 row = self._exec(sql, (device_id,)).fetchone()
-            c, ce, m, me, version, last_seen = row
+            c, ce, m, me, version, last_seen, online, status_ms = row
             self._versions[device_id] = version
             cached = self._books.get(device_id)
             if cached is not None and cached[0] == version:
                 books[device_id] = cached[1]
             else:
                 books[device_id] = self._load_book(device_id, c, ce, m, me)
-            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0)
+            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0, presence=Presence(online, status_ms))
         return books, deltas
 
     def _load_book(self, device_id: str, c: int, ce: int, m: int, me: int) -> DeviceBook:
@@ -669,32 +718,45 @@ class Store:
         return SavedCheckpoint(int(row[0]), bytes(row[1]), int(row[2]), str(row[3]), str(row[4]))
 
 
-def open_store(url: str, *, schema: str | None = None) -> Store:
-    """Open (and create if needed) the store named by ``url``: a file path / ``sqlite:`` URL or PostgreSQL."""
+def open_store(url: str, *, schema: str | None = None, create: bool = True) -> Store:
+    """Open the store named by ``url``: a file path / ``sqlite:`` URL, or ``postgresql://``.
+
+    ``create=True`` (workers) creates the file, schema and tables if needed and migrates them. ``create=False``
+    (read-only commands: stats, export) creates nothing: a missing file, schema or table raises
+    ``StoreNotFound`` naming it.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         try:
             import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
         except ImportError as e:
             raise StoreError("a postgresql:// store needs psycopg 3: pip install 'depin-edge-agent[postgres]'") from e
         safe = url.rsplit("@", maxsplit=1)[-1]
+        where = f"postgresql://{safe}" + (f" schema {schema}" if schema else "")
         try:
             conn = psycopg.connect(url, autocommit=False)
             if schema:
                 with conn.cursor() as cur:
-                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    # Session-wide; the schema itself is created (under the schema lock) by Store.
                     cur.execute(f'SET search_path TO "{schema}"')
                 conn.commit()
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store {safe}: {e}") from e
-        return Store(conn, "postgresql", f"postgresql://{safe}" + (f" schema {schema}" if schema else ""))
+        return Store(conn, "postgresql", where, schema=schema, create=create)
     path = url.removeprefix("sqlite://").removeprefix("sqlite:")
+    if not create and (path == ":memory:" or not Path(path).is_file()):
+        raise StoreNotFound(f"no store at {path} (nothing was created; check --store or the config's store.url)",
+                            path)
     try:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        sconn.execute("PRAGMA journal_mode=WAL")
-        sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        if create:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            sconn.execute("PRAGMA journal_mode=WAL")
+            sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        else:
+            sconn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                    check_same_thread=False)
         sconn.execute("PRAGMA busy_timeout=10000")
     except (sqlite3.Error, OSError) as e:
         raise StoreError(f"cannot open SQLite store {path}: {e}") from e
-    return Store(sconn, "sqlite", path)
+    return Store(sconn, "sqlite", path, create=create)

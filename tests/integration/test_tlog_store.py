@@ -193,6 +193,8 @@ def test_schema_1_store_gains_the_log_column(tmp_path: Path, world) -> None:
                    "clock_state SMALLINT NOT NULL, skew_flags SMALLINT NOT NULL, received_ms BIGINT NOT NULL, "
                    "kid BLOB NOT NULL, model_sha256 BLOB, input_sha256 BLOB, record BLOB NOT NULL, "
                    "PRIMARY KEY (device_id, seq))")
+        db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     devs, v = world
     store = open_store(str(path))
     try:
