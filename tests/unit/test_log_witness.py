@@ -79,14 +79,14 @@ def test_fork_stale_unverifiable_missing_and_bad_signature() -> None:
     ok = tree.position(3 * 9, 40, 30)  # seq 10 at index 27
     assert check_log(ok, 10, SIGNER.verifier, "fleet/log", newest, held).kind == OK
     # same size, other root: a fork, whatever else the receipt says
-    other = Tree(tree.entries[:29] + [b"rewritten"] + tree.entries[30:])
+    other = Tree([*tree.entries[:29], b"rewritten", *tree.entries[30:]])
     _, fork_note = other.checkpoint(30)
     fork = LogPosition(fork_note, 27, (), 30, ())
     assert check_log(fork, 4, SIGNER.verifier, "fleet/log", newest, held).reason == "log_fork"
     # a consistency proof from a size the device never verified: refused, not alleged
     assert check_log(tree.position(27, 40, 20), 10, SIGNER.verifier, "fleet/log", newest, held).kind == REFUSE
     # a rewritten past: the new tree does not extend the newest one
-    rewritten = Tree(tree.entries[:3] + [b"gone"] + tree.entries[4:])
+    rewritten = Tree([*tree.entries[:3], b"gone", *tree.entries[4:]])
     v = check_log(rewritten.position(27, 40, 30), 10, SIGNER.verifier, "fleet/log", newest, held)
     assert v.kind == INCONSISTENT and v.reason in ("log_consistency", "log_inclusion")
     # an older checkpoint that would delete rows: refused; one that deletes nothing: harmless
@@ -117,6 +117,7 @@ def test_first_receipt_is_trusted_on_first_use(first: int) -> None:
 
 def test_checker_keeps_the_checkpoint_and_writes_evidence(tmp_path) -> None:
     import json
+    from pathlib import Path
 
     from agent.receipts import ReceiptChecker, ReceiptRefused
     from tests.support.pki import make_fleet
@@ -140,7 +141,7 @@ def test_checker_keeps_the_checkpoint_and_writes_evidence(tmp_path) -> None:
     assert ei.value.reason == "log_inconsistent"
     doc = again.witness.doc()
     assert doc["state"] == "inconsistent" and doc["size"] == 30 and doc["evidence_files"] == 1
-    evidence = json.loads(open(doc["evidence"]).read())
+    evidence = json.loads(Path(doc["evidence"]).read_text())
     assert evidence["reason"] == "log_inclusion" and evidence["previous_checkpoint"].startswith("fleet/log\n30\n")
     assert evidence["receipt_checkpoint"].startswith("fleet/log\n40\n") and evidence["log_vkey"] == SIGNER.vkey
     # an out-of-order receipt is kept and tried again once the one before it arrived
