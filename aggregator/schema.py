@@ -27,7 +27,7 @@ SCHEMA_LOCK_KEY = int.from_bytes(b"edgeagg1", "big", signed=True)
 # describes the latest layout; a fresh store gets it and skips every migration. Each migration runs once, in
 # the transaction that records the new version, under the lock above.
 MIGRATIONS: dict[int, list[str]] = {
-    2: ["ALTER TABLE records ADD COLUMN log_index BIGINT"],  # the transparency log (log_indexes() follow)
+    2: ["ALTER TABLE records ADD COLUMN log_index BIGINT"],  # the transparency log's leaf index (DESIGN §9)
 }
 
 

@@ -14,13 +14,13 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from aggregator.config import AggregatorConfig
-from aggregator.errors import Rejected, StoreError, TrustError
+from aggregator.errors import ConfigError, Rejected, StoreError, TrustError
 from aggregator.hold import Hold, HoldLimits
 from aggregator.identity import Identity, load_identity
 from aggregator.mqtt_link import Inbound, MqttLink
@@ -72,6 +72,26 @@ class AggregatorStats:
         return d
 
 
+@dataclass(frozen=True)
+class CommittedBatch:
+    """What one batch did, handed to observers after its commit (in the store thread)."""
+
+    verified: Sequence[VerifiedRecord]
+    rejects: Sequence[RejectEvent]
+    offline: Sequence[tuple[str, int]]
+    result: BatchResult
+    commit_s: float  # how long the store's commit_batch took (the successful attempt)
+
+
+class BatchObserver(Protocol):
+    """Something that follows the store thread's work (the fleet view, metrics). Called in the store thread
+    after each commit: keep it short, and never raise (a failure is logged and the observer kept)."""
+
+    def batch_committed(self, batch: CommittedBatch) -> None: ...
+
+    def receipts_published(self, receipts: Sequence[Receipt]) -> None: ...
+
+
 class AggregatorService:
     """One aggregator worker: ``start()``, ``stats()``, ``stop()``. ``edge-aggregator run`` wraps it."""
 
@@ -101,6 +121,13 @@ class AggregatorService:
         self.heartbeat = time.monotonic()
         self.log_integrator: LogIntegrator | None = None  # when [log] is configured
         self._receipt_log: ReceiptLog | None = None
+        self._observers: list[BatchObserver] = []
+        self._observer_failures: Counter[str] = Counter()
+        self._last_commit_s = 0.0
+        self._web: Any = None  # aggregator.web.server.WebServer when [web] is enabled
+        self._web_routes: list[Any] = []
+        self._web_nav: list[tuple[str, str]] = []
+        self.fleet: Any = None  # aggregator.web.tracker.FleetTracker when [web] tracks the fleet
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -115,6 +142,12 @@ class AggregatorService:
         self._start_log()
         self._store = open_store(cfg.store.url, schema=cfg.store.schema)
         self._restore_keys(self._store)
+        try:
+            self._start_web()
+        except Exception:
+            self._stop_web()
+            self._store.close()
+            raise
         self._accepting = True
         self._thread = threading.Thread(target=self._run, name="aggregator-store", daemon=True)
         self._thread.start()
@@ -126,6 +159,7 @@ class AggregatorService:
             self._accepting = False
             self._queue.put(_STOP)
             self._thread.join(timeout)
+            self._stop_web()
             self._store.close()
             raise
         log.info("aggregator started: store %s, %d subscriptions, group %r", self._store.where, len(subs),
@@ -143,6 +177,7 @@ class AggregatorService:
                       timeout)
         if self._link is not None:
             self._link.stop()
+        self._stop_web()
         if self._store is not None:
             self._store.close()
         self._thread = None
@@ -169,6 +204,72 @@ class AggregatorService:
         return AggregatorStats(rejected=rejected, queue_depth=self._queue.qsize(), devices=devices,
                                **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
                                   if k not in ("rejected", "queue_depth", "devices")})
+
+    # ---- observers and the web page (aggregator.web, DESIGN §12) ---------------------------------------
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        """Follow every committed batch and published receipt (add before ``start()`` to see the retained
+        birth records delivered at subscribe time)."""
+        self._observers.append(observer)
+
+    def add_web_routes(self, routes: Sequence[Any], nav: Sequence[tuple[str, str]] = ()) -> None:
+        """Mount more routes on the web app (Starlette ``Route``/``Mount``), with optional navigation links
+        (label, path); call before ``start()``."""
+        self._web_routes.extend(routes)
+        self._web_nav.extend(nav)
+
+    @property
+    def web_url(self) -> str | None:
+        """Where the web app listens (``http(s)://host:port``), when it runs."""
+        return self._web.url if self._web is not None else None
+
+    def link_state(self) -> dict[str, Any]:
+        """The broker connection as the web page and /metrics show it."""
+        link = self._link
+        if link is None:
+            return {"connected": False, "last_error": ""}
+        return {"connected": link.connected, "last_error": link.last_error}
+
+    def _start_web(self) -> None:
+        web = self.config.web
+        if not web.tracking:
+            return
+        from aggregator.web.tracker import FleetTracker  # noqa: PLC0415 - only when [web] is on
+
+        self.fleet = FleetTracker(self.config.store.url, self.config.store.schema, trust=self.trust,
+                                  clock=self._clock, keep_s=web.device_window_s).open()
+        self.add_observer(self.fleet)
+        if not web.enabled:
+            return
+        try:
+            from aggregator.web.server import WebServer  # noqa: PLC0415 - optional extra "web"
+        except ImportError as e:
+            raise ConfigError(self.config.source_file or "<config>", [(
+                "web.enabled", f"the web page needs the optional extra: pip install 'depin-edge-agent[web]' ({e})")]
+            ) from e
+        self._web = WebServer(self, self.fleet, web, extra_routes=self._web_routes, nav=self._web_nav)
+        self._web.start()
+        log.info("web page at %s", self._web.url)
+
+    def _stop_web(self) -> None:
+        if self._web is not None:
+            self._web.stop()
+            self._web = None
+        if self.fleet is not None:
+            if self.fleet in self._observers:
+                self._observers.remove(self.fleet)
+            self.fleet.close()
+            self.fleet = None
+
+    def _observe(self, what: str, *args: Any) -> None:
+        for obs in list(self._observers):
+            try:
+                getattr(obs, what)(*args)
+            except Exception:
+                name = type(obs).__name__
+                self._observer_failures[name] += 1
+                if self._observer_failures[name] in (1, 10, 100) or self._observer_failures[name] % 1000 == 0:
+                    log.exception("observer %s failed (%d times)", name, self._observer_failures[name])
 
     # ---- network thread ------------------------------------------------------------------------------------
 
@@ -310,6 +411,9 @@ class AggregatorService:
         result = self._commit(verified, rejects, presence)
         if result is None:
             return  # stopping while the store is down: nothing acked, the broker redelivers
+        if self._observers:
+            offline = [(e.device_id, e.received_ms) for e in presence if not e.online]
+            self._observe("batch_committed", CommittedBatch(verified, rejects, offline, result, self._last_commit_s))
         assert self._link is not None
         if self.config.mqtt.broker_ack == "after_commit":
             for item in batch:
@@ -381,7 +485,10 @@ class AggregatorService:
         delay = 0.1
         while True:
             try:
-                return self._store.commit_batch(verified, rejects, presence)
+                t0 = time.perf_counter()
+                result = self._store.commit_batch(verified, rejects, presence)
+                self._last_commit_s = time.perf_counter() - t0
+                return result
             except StoreError as e:
                 with self._lock:
                     self._counts["store_errors"] += 1
@@ -420,6 +527,8 @@ class AggregatorService:
                 log.warning("cannot record the checkpoint sizes sent: %s", e)
         with self._lock:
             self._counts["acks_published"] += len(due)
+        if self._observers:
+            self._observe("receipts_published", due)
         if final:
             for info in infos:
                 try:

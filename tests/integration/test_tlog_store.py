@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -146,7 +145,8 @@ def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:
         cp = None
         while cp is None and time.monotonic() < deadline:
             cp = i2.tick(s2, 2000, force=True)
-        assert cp is not None and cast(bool, i2.leader) and cp.size == 39 and cp.issuer == "w2"
+        assert cp is not None
+        assert (cp.size, cp.issuer, i2.leader) == (39, "w2", True)
     finally:
         s2.close()
 
