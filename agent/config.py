@@ -211,6 +211,17 @@ def _parse_pipeline(t: _Table, base_dir: str) -> PipelineConfig | None:
                           queue_windows=queue_windows)
 
 
+def _check_vkey(value: str) -> str | None:
+    """A C2SP verifier key string of the log (edge-provision log init prints it)."""
+    from envelope import MalformedNote, NoteVerifier  # noqa: PLC0415
+
+    try:
+        NoteVerifier.from_vkey(value)
+    except MalformedNote as e:
+        return f"expected the log's verifier key <origin>+<key id>+<key> (edge-provision log init): {e}"
+    return None
+
+
 def _loopback(v: str) -> str | None:
     import ipaddress  # noqa: PLC0415
 
@@ -356,11 +367,13 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     rpath = rt.get("path", str, "", check=lambda v: None if v else "must not be empty (omit it for the default)")
     rca = rt.get("ca_file", str, None)
     rcrl = rt.get("crl_file", str, None)
+    rvkey = rt.get("log_vkey", str, None, check=_check_vkey)
     receipts = ReceiptsConfig(
         ca_file=_resolve(base_dir, rca) if rca else mqtt.ca_file,
         crl_file=_resolve(base_dir, rcrl) if rcrl else None,
         path=_resolve(base_dir, rpath) if rpath else (
             os.path.join(os.path.dirname(outbox.path), "receipt.cose") if outbox.path else ""),
+        log_vkey=rvkey.strip() if rvkey else None,
     )
     rt.finish()
     metrics = _parse_metrics(top.table("metrics"), base_dir)

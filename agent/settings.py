@@ -100,6 +100,7 @@ class ReceiptsConfig:
     ca_file: str | None = None  # fleet CA (PEM); None: mqtt.ca_file
     crl_file: str | None = None  # the fleet CRL (PEM or DER), re-read when it changes
     path: str = ""  # latest valid receipt; empty: receipt.cose next to the outbox (the parser fills it in)
+    log_vkey: str | None = None  # the transparency log's verifier key: receipts' log proofs are checked
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def _env_path(name: str, default: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (handlers bound via ``set_defaults(func=...)``)."""
-    from provisioning import cli_aggregator, cli_ca, cli_device  # noqa: PLC0415 - keeps import of main cheap
+    from provisioning import cli_aggregator, cli_ca, cli_device, cli_log  # noqa: PLC0415 - keeps main cheap
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     p.set_defaults(json=False, verbose=False)
-    top = p.add_subparsers(dest="group", required=True, metavar="{ca,device,aggregator,fleet,broker-config}")
+    top = p.add_subparsers(dest="group", required=True, metavar="{ca,device,aggregator,log,fleet,broker-config}")
 
     ca_dir = argparse.ArgumentParser(add_help=False)
     ca_dir.add_argument("--ca-dir", type=Path, default=_env_path("EDGE_PROVISION_CA_DIR", "fleet-ca"),
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     agg = top.add_parser("aggregator", help="the aggregator's receipt-signing identity (operator)", parents=[common])
     aggs = agg.add_subparsers(dest="cmd", required=True)
     cli_aggregator.add_aggregator_commands(aggs, [common])
+
+    lg = top.add_parser("log", help="the transparency log's signing key (operator)", parents=[common])
+    lgs = lg.add_subparsers(dest="cmd", required=True)
+    cli_log.add_log_commands(lgs, [common])
 
     fleet = top.add_parser("fleet", help="bulk enrollment (fleet installer)", parents=[common])
     fleets = fleet.add_subparsers(dest="cmd", required=True)
