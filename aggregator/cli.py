@@ -29,9 +29,9 @@ from aggregator.errors import AggregatorError, ConfigError, Rejected
 from aggregator.service import AggregatorService
 from aggregator.store import open_store
 from aggregator.topics import TopicInfo, parse_topic
-from aggregator.trust import DeviceKey, TrustStore, load_certificates, load_crl, load_registry
-from aggregator.verifier import Limits, Verifier, gap_info, skew_flags
-from envelope import EnvelopeError, Record, kid_for, open_record
+from aggregator.trust import TrustStore, load_certificates, load_crl, load_registry
+from aggregator.verifier import Limits, Verifier, embedded_key, gap_info, skew_flags
+from envelope import EnvelopeError, Record, open_record
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         received_ms = int(now.timestamp() * 1000)
         if not cas and not args.registry:
             # No trust anchor: check the signature against the record's own certificate, and say so.
-            if not record.x5chain:
-                raise Rejected("unknown_kid", "no --trust CA or --registry given and the record carries no x5chain")
-            from cryptography import x509  # noqa: PLC0415
-
-            public = x509.load_der_x509_certificate(record.x5chain[0]).public_key()
-            if kid_for(public) != record.kid:  # type: ignore[arg-type]
-                raise Rejected("key_mismatch", "record kid is not the embedded certificate's key")
-            trust.add(DeviceKey(record.device_id, record.kid, public, "x5chain-untrusted"))  # type: ignore[arg-type]
+            trust.add(embedded_key(record))
             rec = dataclasses.replace(record, x5chain=())
             vr = Verifier(trust, args.prefix, Limits(args.max_bytes)).verify_record(rec, info, received_ms)
             result["trusted"] = False
