@@ -253,8 +253,9 @@ def _export_row(row: dict[str, Any], with_record: bool) -> dict[str, Any]:
     out = {k: _jsonable(v) for k, v in row.items() if k != "record"}
     try:
         out["payload"] = _jsonable(open_record(row["record"], max_bytes=len(row["record"])).payload())
-    except EnvelopeError:
+    except EnvelopeError as e:  # stored before the payload profile was enforced: say why
         out["payload"] = None
+        out["payload_error"] = f"{e.reason}: {e}"
     if with_record:
         out["record_b64"] = base64.b64encode(row["record"]).decode()
     return out

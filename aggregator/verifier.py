@@ -2,9 +2,9 @@
 
 Pure (no I/O, the time is passed in). Order matters for cost and for what an attacker learns: size limit,
 parse, topic, allow-listed algorithm, header-vs-topic, key by kid (learning it from a birth record's
-x5chain when present), signature over the bytes exactly as received, then content checks that need the
-decoded payload (gap records) and the clock-skew flag. Sequence rules need the store's state and live in
-``aggregator.sequence``.
+x5chain when present), signature over the bytes exactly as received, then the payload profile (every
+content type: a strict CBOR map of data, else ``bad_payload``), the gap record's range and the clock-skew
+flag. Sequence rules need the store's state and live in ``aggregator.sequence``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class VerifiedRecord:
     skew_flags: int = 0
     gap: GapInfo | None = None
     learned: bool = False  # the key was learned from this record's x5chain
+    payload: dict[str, Any] | None = None  # the decoded payload (checked against the profile)
 
     @property
     def device_id(self) -> str:
@@ -177,12 +178,10 @@ class Verifier:
             raise Rejected(e.reason, f"{e} (kid {record.kid.hex()})", device_id=dev) from e
         if learned:
             self.trust.add(key)  # only once the chain and the signature both verified
-        gap = None
-        if record.kind == labels.KIND_GAP:
-            try:
-                payload = record.payload()
-            except EnvelopeError as e:
-                raise Rejected("bad_gap", str(e), device_id=dev) from e
-            gap = gap_info(payload, record.seq, dev)
+        try:  # every content type: a signed payload outside the profile is refused, not stored (issue 12)
+            payload = record.payload()
+        except EnvelopeError as e:
+            raise Rejected(e.reason, str(e), device_id=dev) from e
+        gap = gap_info(payload, record.seq, dev) if record.kind == labels.KIND_GAP else None
         return VerifiedRecord(record, info, key, received_ms, skew_flags(record, received_ms,
-                              self.limits.max_skew_ms), gap, learned)
+                              self.limits.max_skew_ms), gap, learned, payload)
