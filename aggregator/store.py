@@ -329,7 +329,7 @@ class Store:
     def _note_low_water(self, vr: VerifiedRecord, book: DeviceBook) -> None:
         """A verified birth/telemetry payload's low-water mark settles every seq below it (DESIGN §8)."""
         try:
-            low = low_water_of(vr.record.payload())
+            low = low_water_of(vr.payload if vr.payload is not None else vr.record.payload())
         except Exception:  # a payload that does not decode carries no mark
             low = None
         if low is None or low <= 1:
