@@ -13,7 +13,7 @@ import hashlib
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,8 +347,6 @@ class Store:
             doc = vr.record.payload()
         except Exception:
             return
-        if not isinstance(doc, dict):
-            return
         size = doc.get("log_size") if vr.record.kind == labels.KIND_STATUS else \
             (doc.get("receipts") or {}).get("log_size") if isinstance(doc.get("receipts"), dict) else None
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size < 2**63:
@@ -550,7 +548,7 @@ class Store:
         return devices
 
     def export(self, since_ms: int = 0, device_id: str | None = None, kind: str | None = None,
-               limit: int | None = None) -> Iterator[dict[str, Any]]:
+               limit: int | None = None) -> Generator[dict[str, Any], None, None]:
         """Stored records received at or after ``since_ms``, oldest first, with the verbatim record bytes."""
         sql = f"SELECT {_RECORD_COLS} FROM records WHERE received_ms >= ?"  # noqa: S608 - values are bound
         params: list[Any] = [since_ms]
