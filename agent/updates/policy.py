@@ -8,7 +8,7 @@ Pure (no I/O, no clock, no randomness: everything is passed in), so each rule is
 * ``reference_time``: boards without a real-time clock boot in 1970 until NTP answers; an attacker who
   replays old metadata (a freeze) counts on that. Expiry is judged by the latest of the system clock, the
   last good time the agent persisted, and the aggregator's signed receipt time.
-* ``choose``: the highest version above the current one and the persisted floor that is not refused,
+* ``choose``: the highest version above the current one, never below the persisted floor, not refused,
   not for a newer agent, fits the pipeline, and is in this device's rollout; every other version gets a reason.
 * ``golden_check``: outputs equal the release build's within the target's tolerance in quantization steps.
 * ``judge_health``: the watch after a switch: any invoke error fails at once; the median latency must stay
@@ -65,10 +65,10 @@ class Choice:
 
 def _why_not(t: ModelTarget, current: int, floor: int, refused: Mapping[int, str], device_id: str,
              fit: PipelineFit) -> str | None:
-    if t.version <= current:
-        return "not newer than the running version" if t.version >= floor else f"below the version floor {floor}"
-    if t.version <= floor:
+    if t.version < floor:
         return f"below the version floor {floor}"
+    if t.version <= current:
+        return "not newer than the running version"
     if t.version in refused:
         return f"refused earlier: {refused[t.version]}"
     if parse_agent_version(t.min_agent_version) > parse_agent_version(fit.agent_version):
@@ -83,7 +83,11 @@ def _why_not(t: ModelTarget, current: int, floor: int, refused: Mapping[int, str
 
 def choose(targets: Sequence[ModelTarget], model_id: str, current: int, floor: int, refused: Mapping[int, str],
            device_id: str, fit: PipelineFit) -> Choice:
-    """The highest eligible version of ``model_id`` (never at or below ``max(current, floor)``)."""
+    """The highest eligible version of ``model_id``: above ``current``, never below ``floor``.
+
+    A version equal to the floor is eligible when it is not running: the device lost its committed model
+    file (a replaced SD card, a corrupt store) and runs the shipped one; it may fetch the floor again.
+    """
     best: ModelTarget | None = None
     skipped: list[tuple[int, str]] = []
     for t in sorted((t for t in targets if t.model_id == model_id), key=lambda t: t.version, reverse=True):

@@ -92,6 +92,14 @@ def test_choose_the_highest_eligible_version_with_reasons_for_the_rest() -> None
 def test_rollback_below_the_floor_is_never_chosen() -> None:
     c = choose([target(1), target(2)], "vibration", current=1, floor=3, refused={}, device_id="d", fit=FIT)
     assert c.target is None and dict(c.skipped) == {2: "below the version floor 3", 1: "below the version floor 3"}
+    c = choose([target(1), target(2)], "vibration", current=2, floor=2, refused={}, device_id="d", fit=FIT)
+    assert c.target is None and dict(c.skipped)[1] == "below the version floor 2"
+
+
+def test_the_floor_version_itself_may_be_fetched_again_when_not_running() -> None:
+    """A device that lost its committed v2 file runs the shipped v1; v2 (= floor) is not below the floor."""
+    c = choose([target(1), target(2)], "vibration", current=1, floor=2, refused={}, device_id="d", fit=FIT)
+    assert c.target is not None and c.target.version == 2
 
 
 @given(st.lists(st.integers(1, 30), unique=True, max_size=12), st.integers(0, 30), st.integers(0, 30),
@@ -100,7 +108,7 @@ def test_choose_properties(versions: list[int], current: int, floor: int, refuse
                            outside: set[int]) -> None:
     ts = [target(v, share_bp=0 if v in outside else 10000) for v in versions] + [target(99, model_id="other")]
     c = choose(ts, "vibration", current, floor, dict.fromkeys(refused, "x"), "dev-x", FIT)
-    eligible = [v for v in versions if v > max(current, floor) and v not in refused and v not in outside]
+    eligible = [v for v in versions if v > current and v >= floor and v not in refused and v not in outside]
     assert (c.target.version if c.target else None) == (max(eligible) if eligible else None)
     assert {v for v, _ in c.skipped} | ({c.target.version} if c.target else set()) == set(versions)
 
