@@ -23,6 +23,7 @@ from agent.clock import ClockState
 from agent.committer import Committer
 from agent.delivery import ReceiptVerified
 from agent.inference import Model, runtime_name
+from agent.metrics import MetricsExporter, registry_for
 from agent.model_meta import load_model_meta
 from agent.outbox import Draft, Outbox, OutboxReader
 from agent.pipeline import PipelineRunner
@@ -90,6 +91,7 @@ class Agent:
         self._status_builder = TelemetryBuilder()
         self._status_writer = StatusWriter(cfg.status.path, cfg.status.interval_s, self.status_doc) \
             if cfg.status.path else None
+        self.metrics: MetricsExporter | None = None
         self.receipts: ReceiptChecker | None = None
         self._reader: OutboxReader | None = None
         self._low_water_reader: OutboxReader | None = None
@@ -127,7 +129,7 @@ class Agent:
         kept = None
         if aggregator:
             self.receipts = ReceiptChecker(cfg.device_id, cfg.receipts.ca_file, cfg.receipts.crl_file,
-                                           cfg.receipts.path)
+                                           cfg.receipts.path, log_vkey=cfg.receipts.log_vkey)
             if not self.receipts.enabled:
                 log.error("delivery = aggregator but no fleet CA for receipts ([receipts] ca_file or mqtt.ca_file):"
                           " no receipt can be verified, so nothing will be deleted from the outbox")
@@ -176,6 +178,9 @@ class Agent:
         self._telemetry_thread.start()
         if self._status_writer is not None:
             self._status_writer.start()
+        if cfg.metrics.mode != "off":
+            self.metrics = MetricsExporter(cfg.metrics, registry_for(self, __version__, self.clock_state.get))
+            self.metrics.start()
         if self._fail_start_at == "watchdog":
             raise RuntimeError("injected start failure (watchdog)")
         self.notifier.ready(self.status_text())
@@ -214,6 +219,8 @@ class Agent:
         if self._status_writer is not None:
             self._status_writer.stop()
             self._status_writer.write_once()  # the final counts, with a PID that is about to be gone
+        if self.metrics is not None:
+            self.metrics.stop()
         if link_done and self._reader is not None:
             self._reader.close()
         if self._low_water_reader is not None:
@@ -265,6 +272,7 @@ class Agent:
             "epoch": self.epoch,
             "delivery": self.cfg.outbox.delivery,
             "low_water": self.low_water(),
+            "log_size": self.log_size(),
             "models": self._birth_model_info,
         }
         return Draft(kind="status", stream="status", topic=self.topics.status, payload=payload,
@@ -288,6 +296,14 @@ class Agent:
     def _on_settled(self, seq: int) -> None:
         if self.committer:
             self.committer.ack(seq)
+
+    def log_size(self) -> int | None:
+        """Size of the newest log checkpoint this device verified (None: not witnessing the log).
+
+        Carried in birth and telemetry so that the aggregator starts the next consistency proof there.
+        """
+        w = self.receipts.witness if self.receipts is not None else None
+        return None if w is None or w.newest is None else int(w.newest.size)
 
     def low_water(self) -> int:
         """The oldest seq the outbox still holds (the next seq when empty): carried in birth and telemetry."""
@@ -347,6 +363,7 @@ class Agent:
                 "healthy": cm.stats.healthy if cm else True,
                 "last_error": cm.stats.last_error if cm else None,
                 "committed": cm.stats.committed if cm else 0,
+                "delivered": ob.delivered if ob else 0,
             },
             "low_water": self.low_water(),
             "mqtt": {
@@ -355,13 +372,15 @@ class Agent:
                 "last_error": ln.last_error if ln else None,
             },
             "receipt": {"delivery": self.cfg.outbox.delivery,
-                        **receipt_doc(ln.core.last_receipt if ln else None)},
+                        **receipt_doc(ln.core.last_receipt if ln else None),
+                        "log": self.receipts.witness.doc() if self.receipts and self.receipts.witness else None},
             "pipelines": {
                 r.cfg.stream: {
                     "windows": r.stats.windows,
                     "results": r.stats.results,
                     "errors": r.stats.errors,
                     "latencies_us": list(r.stats.latencies_us[-1024:]),
+                    "latency_histogram": r.stats.latency_histogram.snapshot(),
                     "windowing": r.windower.counters(),
                     "source": r.source.counters(),
                 }
@@ -395,6 +414,10 @@ class Agent:
             lh = self.link.health
             why = f": {lh.detail} ({lh.cause})" if lh.cause else ""
             degraded.append(f"no broker connection for {lh.unconnected_s(now):.0f}s{why}")
+        w = self.receipts.witness if self.receipts is not None else None
+        if w is not None and w.evidence():
+            degraded.append(f"log inconsistent: a receipt's log proof failed; nothing it settles is deleted "
+                            f"(evidence {w.evidence()[-1]})")
         return Health(not reasons, reasons, degraded)
 
     def status_text(self) -> str:
