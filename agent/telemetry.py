@@ -48,11 +48,12 @@ FIELDS: tuple[str, ...] = (
     "mqtt.connect_failures_by_cause",
     "receipts.delivery", "receipts.received", "receipts.stale", "receipts.duplicate", "receipts.invalid",
     "receipts.records_rejected", "receipts.signer", "receipts.epoch", "receipts.settled", "receipts.time",
-    "pipelines",
+    "receipts.log_state", "receipts.log_size", "receipts.log_evidence_files",
+    "pipelines", "updates",
 )
 PIPELINE_FIELDS: tuple[str, ...] = (
     "windows", "results", "errors", "latency_us.p50", "latency_us.p99", "records_per_s", "frame_errors",
-    "lost_frames",
+    "lost_frames", "model",
 )
 
 
@@ -192,6 +193,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "records_per_s": rates.get(f"pipeline:{stream}", 0.0),
             "frame_errors": _frame_errors(src),
             "lost_frames": int(src.get("lost_frames", 0)),
+            "model": dict(p.get("model", {})),
         }
     connects = int(mq.get("connects", 0))
     return {
@@ -234,8 +236,12 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "epoch": rc.get("epoch"),
             "settled": rc.get("settled"),
             "time": rc.get("time"),
+            "log_state": (rc.get("log") or {}).get("state", "off"),  # ok | inconsistent | off
+            "log_size": (rc.get("log") or {}).get("size"),
+            "log_evidence_files": int((rc.get("log") or {}).get("evidence_files", 0)),
         },
         "pipelines": pipelines,
+        "updates": dict(snapshot.get("updates") or {"enabled": False}),
     }
 
 
