@@ -468,7 +468,7 @@ def b2(quick: bool) -> list[dict[str, Any]]:
     """B2 (simulated source), B2m (in-memory replay of its samples) and B2n (the naive loop), interleaved."""
     runs: dict[str, list[dict[str, Any]]] = {"simulated": [], "memory": [], "naive": []}
     seconds = 3.0 if quick else 8.0
-    for _ in range(3 if quick else 5):
+    for _ in range(3 if quick else 4):
         for source, got in runs.items():
             if source == "naive":
                 got.append(run_child("bench_pipeline", "b2n", {"seconds": seconds / 2, "warmup": 1.0}))

@@ -4,7 +4,7 @@ B3 - RSS (and PSS, USS from ``/proc/<pid>/smaps_rollup``) of ``python -m agent r
 delivery ``broker``, 50 records/s) sampled every second; the figure is the median of the last 10 s. The
 device case: a ``serial`` source reading the firmware_bridge MCU simulator on a pty (6,400 Hz, 128-sample
 frames). B3s is round 1's B3, the agent's own simulated source (its signal model imports ``numpy.random``).
-The full run uses a 90 s steady period (``--long``: 600 s; ``--quick``: 20 s). B3g quotes the last recorded
+The full run uses a 60 s steady period (``--long``: 600 s; ``--quick``: 20 s). B3g quotes the last recorded
 soak (``python -m bench --soak 3600 --write``, bench/soak.py): fits over minutes measure warm-up.
 Baseline: a bare ``python -c`` that imports what the agent imports (no model loaded, no threads).
 
@@ -209,9 +209,9 @@ def bare_rss_mb() -> float:
 
 
 def b3_b7(quick: bool, long: bool = False) -> list[dict[str, Any]]:
-    seconds = 20.0 if quick else (600.0 if long else 90.0)
+    seconds = 20.0 if quick else (600.0 if long else 60.0)
     serial = steady_run(seconds, "serial")
-    simulated = steady_run(min(seconds, 20.0 if quick else 45.0), "simulated")
+    simulated = steady_run(min(seconds, 20.0 if quick else 30.0), "simulated")
     bare = median(bare_rss_mb() for _ in range(3))
     rss, pss, uss = serial["rss_mb"], serial["pss_mb"], serial["uss_mb"]
     wpr, size = serial["write_per_record"], serial["record_bytes"]

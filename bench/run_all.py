@@ -202,7 +202,8 @@ def run_suite(quick: bool, only: set[str] | None, long: bool) -> list[dict[str, 
 
 def round2_modules() -> list[str]:
     """The round-2 bench modules present in this tree, in ``ROUND2`` order."""
-    return [m for m, _ in ROUND2 if importlib.util.find_spec(f"bench.{m}") is not None]
+    in_suite = {module for _, module, _ in SUITE}  # a helper may have listed its module in SUITE already
+    return [m for m, _ in ROUND2 if m not in in_suite and importlib.util.find_spec(f"bench.{m}") is not None]
 
 
 def run_round2(quick: bool, only: set[str] | None) -> list[dict[str, Any]]:
