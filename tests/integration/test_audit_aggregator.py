@@ -144,7 +144,7 @@ def test_a_tampered_postgresql_store_fails_the_audit(tmp_path: Path, pg_schema: 
     store = open_store(PG_URL, schema=pg_schema)
     try:
         store.commit_batch([verifier.verify(t, d, now) for t, d in sent])
-        signer = NoteSigner(ORIGIN, load_file_signer(key_path).private_key)
+        signer = NoteSigner(ORIGIN, load_file_signer(key_path).private_key)  # type: ignore[arg-type]
         assert LogIntegrator(signer, settings, "w1").tick(store, now, force=True) is not None
     finally:
         store.close()
@@ -154,7 +154,9 @@ def test_a_tampered_postgresql_store_fails_the_audit(tmp_path: Path, pg_schema: 
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'SET search_path TO "{pg_schema}"')
             if tamper == "change":
-                rec = conn.execute("SELECT record FROM records WHERE log_index = 300").fetchone()[0]
+                row = conn.execute("SELECT record FROM records WHERE log_index = 300").fetchone()
+                assert row is not None
+                rec = row[0]
                 conn.execute("UPDATE records SET record = %s WHERE log_index = 300",
                              (bytes(rec[:-1]) + bytes([rec[-1] ^ 1]),))
             else:
