@@ -247,6 +247,13 @@ class AggregatorService:
             raise ConfigError(self.config.source_file or "<config>", [(
                 "web.enabled", f"the web page needs the optional extra: pip install 'depin-edge-agent[web]' ({e})")]
             ) from e
+        if self.config.log.key_file:  # the log in C2SP tlog-tiles layout under /log (docs/transparency.md)
+            from starlette.routing import Mount  # noqa: PLC0415
+
+            from aggregator.tlog.http import LogReader, routes  # noqa: PLC0415
+
+            reader = LogReader.lazy(self.config.store.url, self.config.store.schema)
+            self.add_web_routes([Mount("/log", routes=routes(reader))], nav=[("log", "/log/checkpoint")])
         self._web = WebServer(self, self.fleet, web, extra_routes=self._web_routes, nav=self._web_nav)
         self._web.start()
         log.info("web page at %s", self._web.url)
