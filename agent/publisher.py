@@ -135,7 +135,7 @@ class MqttLink:
         self.last_error: str | None = None
 
     # ----- construction -------------------------------------------------------------------------------
-    def _make_client(self, device_id: str) -> mqtt.Client:
+    def _make_client(self, device_id: str) -> LeanClient:
         v5 = self.cfg.protocol == "5"
         client = LeanClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -367,14 +367,15 @@ class MqttLink:
         rows, from_fresh = self._rows(act)
         out: list[Action] = []
         ok = True
+        publish = self.client.publish_record  # QoS 1 straight into the socket buffer (agent.mqtt_io)
         for row in rows:
-            info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.warning("publish of seq %d failed locally: %s", row.seq, mqtt.error_string(info.rc))
+            rc, mid = publish(row.topic, row.payload, row.retain)
+            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of seq %d failed locally: %s", row.seq, mqtt.error_string(rc))
                 ok = False
                 break
-            out += self.core.handle(Sent(row.seq, info.mid))
-            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            out += self.core.handle(Sent(row.seq, mid))
+            if rc == mqtt.MQTT_ERR_NO_CONN:
                 ok = False
                 break
         if from_fresh:

@@ -104,6 +104,23 @@ class ReceiptsConfig:
 
 
 @dataclass(frozen=True)
+class UpdatesConfig:
+    """Signed model updates (DESIGN §11, docs/model-updates.md): where the repository is, what to trust."""
+
+    repository_url: str  # http(s)://host[/path]: metadata under <url>/metadata/, models under <url>/targets/
+    root: str  # the trusted root.json shipped in the image (1.root.json of the release repository)
+    dir: str = ""  # TUF metadata, verified models, state.json; empty: updates/ next to the outbox
+    poll_interval_s: float = 3600.0
+    fetch_timeout_s: float = 30.0
+    max_model_bytes: int = 64 * 1024 * 1024
+    max_metadata_bytes: int = 1024 * 1024  # root, snapshot, targets (timestamp: at most 16 KiB)
+    health_window_s: float = 30.0  # after a switch: watch this long before committing the new version
+    health_min_windows: int = 5
+    latency_factor: float = 4.0  # median live latency may be this many times the golden run's + slack
+    latency_slack_us: float = 500.0
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     """Signed health records on ``<prefix>/<device>/telemetry``."""
 
@@ -161,6 +178,7 @@ class AgentConfig:
     receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    updates: UpdatesConfig | None = None  # None: no [updates] table, the shipped models run forever
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

@@ -49,11 +49,11 @@ FIELDS: tuple[str, ...] = (
     "receipts.delivery", "receipts.received", "receipts.stale", "receipts.duplicate", "receipts.invalid",
     "receipts.records_rejected", "receipts.signer", "receipts.epoch", "receipts.settled", "receipts.time",
     "receipts.log_state", "receipts.log_size", "receipts.log_evidence_files",
-    "pipelines",
+    "pipelines", "updates",
 )
 PIPELINE_FIELDS: tuple[str, ...] = (
     "windows", "results", "errors", "latency_us.p50", "latency_us.p99", "records_per_s", "frame_errors",
-    "lost_frames",
+    "lost_frames", "model",
 )
 
 
@@ -193,6 +193,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "records_per_s": rates.get(f"pipeline:{stream}", 0.0),
             "frame_errors": _frame_errors(src),
             "lost_frames": int(src.get("lost_frames", 0)),
+            "model": dict(p.get("model", {})),
         }
     connects = int(mq.get("connects", 0))
     return {
@@ -240,6 +241,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "log_evidence_files": int((rc.get("log") or {}).get("evidence_files", 0)),
         },
         "pipelines": pipelines,
+        "updates": dict(snapshot.get("updates") or {"enabled": False}),
     }
 
 

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,7 +329,7 @@ class Store:
     def _note_low_water(self, vr: VerifiedRecord, book: DeviceBook) -> None:
         """A verified birth/telemetry payload's low-water mark settles every seq below it (DESIGN §8)."""
         try:
-            low = low_water_of(vr.record.payload())
+            low = low_water_of(vr.payload if vr.payload is not None else vr.record.payload())
         except Exception:  # a payload that does not decode carries no mark
             low = None
         if low is None or low <= 1:
@@ -346,8 +346,6 @@ class Store:
         try:
             doc = vr.record.payload()
         except Exception:
-            return
-        if not isinstance(doc, dict):
             return
         size = doc.get("log_size") if vr.record.kind == labels.KIND_STATUS else \
             (doc.get("receipts") or {}).get("log_size") if isinstance(doc.get("receipts"), dict) else None
@@ -550,7 +548,7 @@ class Store:
         return devices
 
     def export(self, since_ms: int = 0, device_id: str | None = None, kind: str | None = None,
-               limit: int | None = None) -> Iterator[dict[str, Any]]:
+               limit: int | None = None) -> Generator[dict[str, Any], None, None]:
         """Stored records received at or after ``since_ms``, oldest first, with the verbatim record bytes."""
         sql = f"SELECT {_RECORD_COLS} FROM records WHERE received_ms >= ?"  # noqa: S608 - values are bound
         params: list[Any] = [since_ms]

@@ -75,7 +75,7 @@ def test_log_key_must_be_a_private_ed25519_file(tmp_path: Path) -> None:
         load_log_signer(str(tmp_path / "p256.key"), "acme/log1")
     create_file_key(tmp_path / "ed.key", "ed25519")
     os.chmod(tmp_path / "ed.key", 0o644)
-    with pytest.raises(LogError, match="log.key_file: .*chmod 600"):
+    with pytest.raises(LogError, match=r"log\.key_file: .*chmod 600"):
         load_log_signer(str(tmp_path / "ed.key"), "acme/log1")
-    with pytest.raises(LogError, match="log.key_file: .*does not exist"):
+    with pytest.raises(LogError, match=r"log\.key_file: .*does not exist"):
         load_log_signer(str(tmp_path / "none.key"), "acme/log1")

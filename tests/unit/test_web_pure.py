@@ -194,9 +194,9 @@ def test_attention_sql_matches_python(devices: list[dict[str, Any]]) -> None:
             db.run("INSERT INTO rejects (device_id, reason, count, first_ms, last_ms) VALUES (?,?,?,?,?)",
                    (dev, "bad_signature", 1, d["rejects_last_ms"], d["rejects_last_ms"]))
         d["max_seq"] = max(d["max_seq"], d["contiguous_seq"])
-    from aggregator.web.reader import _FROM, _REJECTS_JOIN
+    from aggregator.web.reader import _FROM
 
-    got = {r[0] for r in db.all(f"SELECT d.device_id {_FROM}{_REJECTS_JOIN} WHERE {attention_sql(NOW, T)}")}
+    got = {r[0] for r in db.all(f"SELECT d.device_id {_FROM} WHERE {attention_sql(NOW, T)}")}
     want = {f"dev-{i:03d}" for i, d in enumerate(devices) if attention(d, NOW, T)}
     assert got == want
 
