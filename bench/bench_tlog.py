@@ -16,6 +16,9 @@ the index are stored forever.
   verification run the production code on it and the proofs verify against the root the tiles imply.
   Warm cache (what a running worker sees) is the goal figure; cold (every tile read from SQLite) in the note.
 * L3 — the same for a uniformly random leaf (an old record), warm cache.
+* L5 — aggregator end to end (Mosquitto → ``AggregatorService`` → SQLite, 4 devices) with ``[log]`` on, records
+  stored *and* given a log index per second, against the same run with the log off (baseline, same records,
+  alternated): the log's cost on the whole worker.
 * L4 — storage: bytes per entry the log adds to the SQLite file, from SQLite's ``dbstat`` in L1's store:
   the log's tables and indexes after integration plus the growth of the ``records`` table (``log_index``).
 
@@ -209,14 +212,76 @@ def proof_times(workdir: Path, quick: bool) -> dict[str, Any]:
             Path(str(path) + suffix).unlink(missing_ok=True)
 
 
+def end_to_end(records: list[tuple[str, bytes]], fleet: Any, tmp: Path, with_log: bool) -> float:
+    """Records/s through one worker: until all are stored (and, with the log, integrated)."""
+    import dataclasses
+    import uuid
+
+    from aggregator import AggregatorConfig, AggregatorService, MqttSettings, StoreSettings, TrustSettings
+    from bench.bench_aggregator import _publish_all
+    from provisioning import create_file_key
+    from tests.support.mosquitto import Mosquitto
+
+    broker = Mosquitto().start()
+    tag = uuid.uuid4().hex[:6]
+    try:
+        cfg = AggregatorConfig(mqtt=MqttSettings(url=broker.url, client_id=f"bench-{tag}"),
+                               store=StoreSettings(url=str(tmp / f"e2e-{tag}.db")),
+                               trust=TrustSettings(ca_files=(str(fleet.ca_cert),)))
+        if with_log:
+            key = tmp / f"log-{tag}" / "log.key"
+            create_file_key(key, "ed25519")
+            cfg = dataclasses.replace(cfg, log=LogSettings(key_file=str(key), origin="bench/log"))
+        svc = AggregatorService(cfg)
+        svc.start()
+        try:
+            t = time.perf_counter()
+            _publish_all(broker.port, records)
+            deadline = time.monotonic() + 300
+
+            def done() -> bool:
+                if svc.stats().stored < len(records):
+                    return False
+                return not with_log or (svc.log_integrator is not None
+                                        and svc.log_integrator.counters["integrated"] >= len(records))
+
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - t
+            stored = svc.stats().stored
+        finally:
+            svc.stop()
+        return stored / elapsed
+    finally:
+        broker.cleanup()
+
+
+def e2e_rows(quick: bool, work: Path) -> list[dict[str, Any]]:
+    from bench.bench_aggregator import _fleet, _records
+
+    n, rounds = (3000, 1) if quick else (20_000, 2)
+    fleet, devs = _fleet(work, 4)
+    records = _records(devs, n)
+    off, on = [], []
+    for _ in range(rounds):  # alternated, so load changes hit both
+        off.append(end_to_end(records, fleet, work, with_log=False))
+        on.append(end_to_end(records, fleet, work, with_log=True))
+    value, base = median(on), median(off)
+    return [row("L5", "aggregator end to end with the log, records/s (stored + indexed)", value, "records/s",
+                baseline=f"log off {fmt(base)}/s", ratio=value / base, goal="ratio ≥ 0.90",
+                note=f"{spread(on)} vs {spread(off)}; {n:,} records of 4 devices through Mosquitto into one "
+                     "AggregatorService on SQLite; with the log, until every record also has its index")]
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
-    """L1–L4 rows."""
+    """L1–L5 rows."""
     n = 20_000 if quick else 200_000
     repeats = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="bench-tlog-") as tmp:
         work = Path(tmp)
         runs = [append_rate(n, work) for _ in range(repeats)]
         proofs = proof_times(work, quick)
+        e2e = e2e_rows(quick, work)
     rates, hashes, sizes = [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]
     rate, base = median(rates), median(hashes)
     rows = [row("L1", "log append + tiles, entries/s (one core, SQLite)", rate, "entries/s",
@@ -237,7 +302,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     goal="≤ 100", passed=size <= 100,
                     note=f"{spread(sizes)}; SQLite dbstat after integrating {n:,} entries: log tables and "
                          "indexes + growth of the records table (tiles: 510 hashes per 256 entries ≈ 64 B)"))
-    return rows
+    return rows + e2e
 
 
 def main() -> None:
