@@ -1,4 +1,4 @@
-"""L1–L4: the transparency log (DESIGN §9): append + tiles rate, proof time at 10^7 entries, bytes per entry.
+"""L1–L5: the transparency log (DESIGN §9): append + tiles rate, proofs at 10^7 entries, bytes per entry, e2e.
 
 Why: every stored record goes through the integrator (leaf hash, tiles, one UPDATE), so it must keep up with
 the aggregator; a receipt carries an inclusion and a consistency proof built from stored tiles; the tiles and
