@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_status_parser(sub)
+    from agent.doctor.cli import add_doctor_parser  # noqa: PLC0415
+
+    add_doctor_parser(sub)
     return parser
 
 

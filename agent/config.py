@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 from agent.errors import ConfigError
 from agent.settings import (
     AgentConfig,
+    DoctorConfig,
+    MetricsConfig,
     MqttConfig,
     OutboxConfig,
     PipelineConfig,
@@ -244,6 +246,46 @@ def _parse_updates(top: _Table, base_dir: str, outbox_path: str) -> UpdatesConfi
     return cfg
 
 
+def _loopback(v: str) -> str | None:
+    import ipaddress  # noqa: PLC0415
+
+    try:
+        ok = ipaddress.ip_address(v).is_loopback
+    except ValueError:
+        ok = False
+    return None if ok else f"must be a loopback address (127.0.0.1 or ::1): metrics are never exposed, got {v!r}"
+
+
+def _parse_metrics(t: _Table, base_dir: str) -> MetricsConfig:
+    d = MetricsConfig()
+    tpath = t.get("textfile_path", str, "", check=lambda v: None if v.endswith(".prom") and len(v) > 5
+                  else f"must name a *.prom file (node-exporter's textfile collector reads only those), got {v!r}")
+    cfg = MetricsConfig(
+        mode=t.get("mode", str, d.mode, check=_one_of("off", "http", "textfile")),
+        bind=t.get("bind", str, d.bind, check=_loopback),
+        port=t.get("port", int, d.port, check=lambda v: None if 1 <= v <= 65535 else f"must be 1..65535, got {v}"),
+        textfile_path=_resolve(base_dir, tpath) if tpath else d.textfile_path,
+        interval_s=t.get("interval_s", float, d.interval_s,
+                         check=lambda v: None if 1 <= v <= 3600 else f"must be 1..3600 seconds, got {v}"),
+    )
+    t.finish()
+    return cfg
+
+
+def _parse_doctor(t: _Table) -> DoctorConfig:
+    d = DoctorConfig()
+    cfg = DoctorConfig(
+        unit=t.get("unit", str, d.unit, check=lambda v: None if re.match(r"^[A-Za-z0-9@._:-]+\.service$", v)
+                   else f"must be a systemd service name like edge-agent.service, got {v!r}"),
+        wear_budget_bytes_per_day=t.get("wear_budget_bytes_per_day", int, d.wear_budget_bytes_per_day,
+                                        check=_positive),
+        probe_timeout_s=t.get("probe_timeout_s", float, d.probe_timeout_s,
+                              check=lambda v: None if 0.1 <= v <= 120 else f"must be 0.1..120 seconds, got {v}"),
+    )
+    t.finish()
+    return cfg
+
+
 def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     """Validate decoded TOML. Pure: relative paths are resolved against the config file's directory."""
     base_dir = os.path.dirname(os.path.abspath(source_file))
@@ -357,6 +399,8 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     )
     rt.finish()
     updates = _parse_updates(top, base_dir, outbox.path)
+    metrics = _parse_metrics(top.table("metrics"), base_dir)
+    doctor = _parse_doctor(top.table("doctor"))
     top.finish()
     for pc in pipelines:
         if pc.hop > 10 * pc.window:
@@ -366,7 +410,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
         raise ConfigError(source_file, p.items)
     return AgentConfig(source_file=source_file, device_id=device_id, key_uri=key_uri, pipelines=tuple(pipelines),
                        outbox=outbox, mqtt=mqtt, telemetry=telemetry, watchdog=watchdog, status=status,
-                       receipts=receipts, updates=updates, log_level=log_level,
+                       receipts=receipts, updates=updates, metrics=metrics, doctor=doctor, log_level=log_level,
                        device_id_file=_resolve(base_dir, device_id_file) if device_id_file else None,
                        certificate=_resolve(base_dir, certificate) if certificate else None)
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from agent.errors import AgentError
 from agent.inference import Inference, Model, PreparedInput
+from agent.metrics import LatencyHistogram
 from agent.model_meta import ModelMeta
 from agent.outbox import Draft
 from agent.settings import PipelineConfig
@@ -50,8 +51,10 @@ class PipelineStats:
     last_progress: float = field(default_factory=time.monotonic)  # last block taken from the source
     busy_since: float | None = None  # set while a block is being processed (None: waiting on the source)
     latencies_us: list[float] = field(default_factory=list)
+    latency_histogram: LatencyHistogram = field(default_factory=LatencyHistogram)  # every observation (metrics)
 
     def record_latency(self, us: float) -> None:
+        self.latency_histogram.observe_us(us)
         lat = self.latencies_us
         if len(lat) >= 2048:
             del lat[:1024]

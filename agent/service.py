@@ -24,6 +24,7 @@ from agent.committer import Committer
 from agent.delivery import ReceiptVerified
 from agent.errors import InferenceError
 from agent.inference import Model, runtime_name
+from agent.metrics import MetricsExporter, registry_for
 from agent.model_meta import ModelMeta, load_model_meta
 from agent.outbox import Draft, Outbox, OutboxReader
 from agent.pipeline import PipelineRunner
@@ -93,6 +94,7 @@ class Agent:
         self._status_builder = TelemetryBuilder()
         self._status_writer = StatusWriter(cfg.status.path, cfg.status.interval_s, self.status_doc) \
             if cfg.status.path else None
+        self.metrics: MetricsExporter | None = None
         self.receipts: ReceiptChecker | None = None
         self._reader: OutboxReader | None = None
         self._low_water_reader: OutboxReader | None = None
@@ -190,6 +192,9 @@ class Agent:
         self._telemetry_thread.start()
         if self._status_writer is not None:
             self._status_writer.start()
+        if cfg.metrics.mode != "off":
+            self.metrics = MetricsExporter(cfg.metrics, registry_for(self, __version__, self.clock_state.get))
+            self.metrics.start()
         if self._fail_start_at == "watchdog":
             raise RuntimeError("injected start failure (watchdog)")
         self.notifier.ready(self.status_text())
@@ -230,6 +235,8 @@ class Agent:
         if self._status_writer is not None:
             self._status_writer.stop()
             self._status_writer.write_once()  # the final counts, with a PID that is about to be gone
+        if self.metrics is not None:
+            self.metrics.stop()
         if link_done and self._reader is not None:
             self._reader.close()
         if self._low_water_reader is not None:
@@ -411,6 +418,7 @@ class Agent:
                 "healthy": cm.stats.healthy if cm else True,
                 "last_error": cm.stats.last_error if cm else None,
                 "committed": cm.stats.committed if cm else 0,
+                "delivered": ob.delivered if ob else 0,
             },
             "low_water": self.low_water(),
             "mqtt": {
@@ -426,6 +434,7 @@ class Agent:
                     "results": r.stats.results,
                     "errors": r.stats.errors,
                     "latencies_us": list(r.stats.latencies_us[-1024:]),
+                    "latency_histogram": r.stats.latency_histogram.snapshot(),
                     "windowing": r.windower.counters(),
                     "source": r.source.counters(),
                     "model": {"id": r.model_id, "name": r.meta.name, "version": r.meta.version,

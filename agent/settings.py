@@ -142,6 +142,26 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics (docs/metrics.md): off, a loopback HTTP port, or node-exporter's textfile collector."""
+
+    mode: str = "off"  # "off" | "http" | "textfile"
+    bind: str = "127.0.0.1"  # http: a loopback address only
+    port: int = 9464  # http
+    textfile_path: str = "/var/lib/prometheus/node-exporter/edge_agent.prom"  # textfile: must end in .prom
+    interval_s: float = 15.0  # textfile: rewritten this often
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """What ``edge-agent doctor`` checks against (docs/doctor.md)."""
+
+    unit: str = "edge-agent.service"  # the systemd unit whose state and watchdog are checked
+    wear_budget_bytes_per_day: int = 1 << 30  # writes per day the storage may take for its rated life
+    probe_timeout_s: float = 5.0  # each network step and the serial HELLO
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole agent configuration, validated."""
 
@@ -156,6 +176,8 @@ class AgentConfig:
     status: StatusConfig = field(default_factory=StatusConfig)
     receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
     updates: UpdatesConfig | None = None  # None: no [updates] table, the shipped models run forever
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

@@ -6,7 +6,7 @@ docs/aggregator.md describes reject reasons, the ack payload and scale-out.
 """
 
 from aggregator.config import AggregatorConfig, MqttSettings, StoreSettings, TrustSettings, load_config, parse_config
-from aggregator.errors import AggregatorError, BrokerError, ConfigError, Rejected, StoreError, TrustError
+from aggregator.errors import AggregatorError, BrokerError, ConfigError, Rejected, StoreError, StoreNotFound, TrustError
 from aggregator.sequence import Decision, DeviceBook
 from aggregator.service import AggregatorService, AggregatorStats
 from aggregator.store import BatchResult, RejectEvent, Store, open_store
@@ -32,6 +32,7 @@ __all__ = [
     "Rejected",
     "Store",
     "StoreError",
+    "StoreNotFound",
     "StoreSettings",
     "TopicInfo",
     "TrustError",

@@ -24,8 +24,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from aggregator.audit.cli import add_parser as add_audit_parser
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError, Rejected
+from aggregator.ledger.cli import add_parser as add_ledger_parser
 from aggregator.service import AggregatorService
 from aggregator.store import open_store
 from aggregator.topics import TopicInfo, parse_topic
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--output", "-o", help="write here instead of stdout")
             sp.add_argument("--no-record", action="store_true", help="jsonl: omit the verbatim record (base64)")
             sp.set_defaults(func=cmd_export)
+    add_ledger_parser(sub)
+    add_audit_parser(sub)
     return p
 
 

@@ -42,5 +42,17 @@ class StoreError(AggregatorError):
     """The record store cannot be opened, written or read (our I/O)."""
 
 
+class StoreNotFound(StoreError):
+    """A read-only command named a store that does not exist (operator input); ``where`` names it."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 class BrokerError(AggregatorError):
     """The MQTT broker cannot be reached or refused us (our I/O)."""
+
+
+class LogError(AggregatorError):
+    """The transparency log's key is unusable, or its stored tree contradicts a checkpoint we signed."""

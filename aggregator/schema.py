@@ -6,11 +6,55 @@ gaps: policy gaps announced by gap records. rejects: counts by (device, reason).
 device_keys: keys learned from birth records, so a restarted worker knows devices whose birth it missed.
 settled_rejects, device_marks: what settles besides stored records (permanent rejects, low-water marks).
 equivocations: second versions of an already stored (device, seq), kept as evidence.
+log_*: the transparency log (DESIGN §9): ``records.log_index`` is a record's leaf index (NULL until the
+integrator reaches it); ``log_tiles`` the tree's perfect nodes in C2SP tiles (rows 0..7 of each tile, so a
+proof reads O(log n) tiles and never re-hashes); ``log_state`` the integrated size and root (one row, the
+integrators' lock); ``log_checkpoints`` the latest signed checkpoints; ``log_receipts`` the checkpoint size
+last sent to each device.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# PostgreSQL advisory lock taken (transaction-scoped) around schema creation and migrations, so workers started
+# together on a fresh database serialise instead of racing in the catalog (concurrent ``CREATE ... IF NOT
+# EXISTS`` is not atomic there). Any constant works; this is b"edgeagg1" as a signed 64-bit integer.
+SCHEMA_LOCK_KEY = int.from_bytes(b"edgeagg1", "big", signed=True)
+
+# Statements that bring a store at version ``v - 1`` to version ``v``, for changes that ``ddl()``'s
+# ``CREATE ... IF NOT EXISTS`` cannot make on an existing table (new columns, changed keys). ``ddl()`` always
+# describes the latest layout; a fresh store gets it and skips every migration. Each migration runs once, in
+# the transaction that records the new version, under the lock above.
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE records ADD COLUMN log_index BIGINT"],  # the transparency log's leaf index (DESIGN §9)
+}
+
+
+class SchemaVersionError(ValueError):
+    """The store's recorded schema version cannot be brought to ``SCHEMA_VERSION`` by this code."""
+
+
+def migration_plan(current: int | None, target: int = SCHEMA_VERSION,
+                   migrations: dict[int, list[str]] | None = None) -> list[int]:
+    """The versions to apply, in order, to bring a store at ``current`` (``None``: fresh) to ``target``.
+
+    Pure, so the rules are tested without a database: a fresh store needs nothing (``ddl()`` is the latest
+    layout); a newer store than this code is refused (an older aggregator must not write a layout it does not
+    know); every step in between must have its migration.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    if current is None or current == target:
+        return []
+    if current > target:
+        raise SchemaVersionError(f"store schema version {current} is newer than this aggregator's ({target}): "
+                                 "upgrade edge-aggregator")
+    if current < 1:
+        raise SchemaVersionError(f"store schema version {current} is not a version this aggregator wrote")
+    missing = [v for v in range(current + 1, target + 1) if v not in steps]
+    if missing:
+        raise SchemaVersionError(f"no migration from schema version {current} to {target} (missing {missing})")
+    return list(range(current + 1, target + 1))
 
 
 def ddl(blob: str) -> list[str]:
@@ -51,6 +95,7 @@ def ddl(blob: str) -> list[str]:
             model_sha256 {blob},
             input_sha256 {blob},
             record {blob} NOT NULL,
+            log_index BIGINT,
             PRIMARY KEY (device_id, seq)
         )""",
         "CREATE INDEX IF NOT EXISTS records_received ON records (received_ms)",
@@ -108,8 +153,42 @@ def ddl(blob: str) -> list[str]:
             record {blob} NOT NULL,
             PRIMARY KEY (device_id, seq, sha256)
         )""",
+        f"""CREATE TABLE IF NOT EXISTS log_tiles (
+            level SMALLINT NOT NULL,
+            idx BIGINT NOT NULL,
+            width SMALLINT NOT NULL,
+            nodes {blob} NOT NULL,
+            PRIMARY KEY (level, idx)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS log_state (
+            id SMALLINT PRIMARY KEY,
+            size BIGINT NOT NULL,
+            root {blob} NOT NULL,
+            updated_ms BIGINT NOT NULL
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS log_checkpoints (
+            size BIGINT PRIMARY KEY,
+            root {blob} NOT NULL,
+            issued_ms BIGINT NOT NULL,
+            issuer TEXT NOT NULL,
+            note TEXT NOT NULL
+        )""",
+        # the checkpoint size in the last receipt each device was sent: where its next consistency proof starts
+        """CREATE TABLE IF NOT EXISTS log_receipts (
+            device_id TEXT PRIMARY KEY,
+            size BIGINT NOT NULL
+        )""",
         """CREATE TABLE IF NOT EXISTS meta (
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL
         )""",
+    ]
+
+
+def log_indexes() -> list[str]:
+    """Indexes on ``records.log_index``, created after the column exists (older stores gain it by migration)."""
+    return [
+        "CREATE UNIQUE INDEX IF NOT EXISTS records_log_index ON records (log_index) WHERE log_index IS NOT NULL",
+        # the integrator's queue and a device's not-yet-logged seqs: only unlogged rows are in it
+        "CREATE INDEX IF NOT EXISTS records_unlogged ON records (device_id, seq) WHERE log_index IS NULL",
     ]

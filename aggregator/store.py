@@ -20,19 +20,30 @@ from typing import Any
 
 import cbor2
 
-from aggregator.errors import StoreError
-from aggregator.schema import SCHEMA_VERSION, ddl
+from aggregator.errors import StoreError, StoreNotFound
+from aggregator.presence import Presence, PresenceEvent, apply_presence
+from aggregator.schema import (
+    MIGRATIONS,
+    SCHEMA_LOCK_KEY,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    ddl,
+    log_indexes,
+    migration_plan,
+)
 from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
 from aggregator.settle import is_permanent, low_water_of
 from aggregator.verifier import SKEW_FUTURE, SKEW_PAST, VerifiedRecord
 from envelope import labels
+from envelope.merkle import EMPTY_ROOT, StoredTile, TileBuilder, decode_tile, leaf_hash, partial_tiles
 
 log = logging.getLogger(__name__)
 
-_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms"
+_DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, last_seen_ms, online, status_ms"
 _RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
                 "kid, model_sha256, input_sha256, record")
 _DETAIL_MAX = 300
+LOG_LOCK_KEY = 0x6C6F67696E746772  # pg advisory lock of the log integrator ("logintgr")
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class _Delta:
     kid: str | None = None
     online: int | None = None
     status_ms: int | None = None
+    presence: Presence = field(default_factory=Presence)  # as stored before this batch
 
 
 @dataclass
@@ -80,16 +92,55 @@ class BatchResult:
     equivocations: int = 0
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One leaf of the transparency log: its index and the stored record (the exact bytes received)."""
+
+    index: int
+    device_id: str
+    seq: int
+    record: bytes
+
+
+@dataclass(frozen=True)
+class LogAppend:
+    """What one integration transaction did: entries ``[first, size)`` now have indices; ``root`` of ``size``."""
+
+    first: int
+    size: int
+    root: bytes
+
+    @property
+    def count(self) -> int:
+        return self.size - self.first
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A signed checkpoint as kept in ``log_checkpoints``: ``note`` is the exact signed-note text."""
+
+    size: int
+    root: bytes
+    issued_ms: int
+    issuer: str
+    note: str
+
+
 class Store:
     """A SQLite or PostgreSQL record store. Create with ``open_store``."""
 
-    def __init__(self, conn: Any, dialect: str, where: str) -> None:
+    def __init__(self, conn: Any, dialect: str, where: str, *, schema: str | None = None,
+                 create: bool = True) -> None:
         self._conn = conn
         self.dialect = dialect
         self.where = where
         self._books: dict[str, tuple[int, DeviceBook]] = {}
         self._versions: dict[str, int] = {}
-        self._create_schema()
+        self._log_lead = False  # this connection holds the integrator's advisory lock
+        if create:
+            self._create_schema(schema)
+        else:
+            self._check_schema()
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
@@ -117,18 +168,61 @@ class Store:
         except Exception:  # the connection may be gone; the next call reports that
             log.debug("rollback failed", exc_info=True)
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, schema: str | None) -> None:
+        """Create or migrate the tables, once, whoever else starts at the same moment.
+
+        One transaction: SQLite's ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock make concurrent openers
+        wait for each other, so the first creates (or migrates) and the rest find it done.
+        """
         blob = "BYTEA" if self.dialect == "postgresql" else "BLOB"
         try:
             self._begin()
+            if self.dialect == "postgresql":
+                self._exec("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
+                if schema:
+                    self._exec(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            existed = self._has_meta()
             for stmt in ddl(blob):
                 self._exec(stmt)
-            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO NOTHING",
-                       (str(SCHEMA_VERSION),))
+            row = self._exec("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() if existed else None
+            current = int(row[0]) if row is not None else None
+            for version in migration_plan(current):
+                for stmt in MIGRATIONS[version]:
+                    self._exec(stmt)
+            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+            for stmt in log_indexes():
+                self._exec(stmt)
             self._commit()
+        except SchemaVersionError as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: {e}") from e
         except Exception as e:
             self._rollback()
             raise StoreError(f"{self.where}: cannot create the schema: {e}") from e
+
+    def _has_meta(self) -> bool:
+        if self.dialect == "postgresql":
+            return self._exec("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] is True
+        return self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is not None
+
+    def _check_schema(self) -> None:
+        """Read-only opening: the store must already be an edge-aggregator store this code can read."""
+        try:
+            if not self._has_meta():
+                raise StoreNotFound(f"{self.where} is not an edge-aggregator store (no tables): check the path, "
+                                    "URL or schema", self.where)
+            row = self._exec("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            self._end_read()
+        except StoreNotFound:
+            self._end_read()
+            raise
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: cannot read the store: {e}") from e
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.where}: store schema version {row[0]} is newer than this aggregator's "
+                             f"({SCHEMA_VERSION}): upgrade edge-aggregator")
 
     def close(self) -> None:
         try:
@@ -139,12 +233,17 @@ class Store:
     # ---- the write path ------------------------------------------------------------------------------
 
     def commit_batch(self, items: Sequence[VerifiedRecord], rejects: Sequence[RejectEvent] = (),
-                     offline: Sequence[tuple[str, int]] = ()) -> BatchResult:
-        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure."""
+                     presence: Sequence[PresenceEvent] = ()) -> BatchResult:
+        """Apply one batch in one transaction; raises ``StoreError`` (nothing committed) on I/O failure.
+
+        ``presence``: the batch's status-topic events in arrival order (``aggregator.presence``), applied
+        whatever the sequence rules decide about the records that carried them.
+        """
         result = BatchResult()
         settling = [r for r in rejects if r.device_id and r.seq is not None and 1 <= r.seq < 2**63
                     and is_permanent(r.reason)]
-        devices = sorted({vr.device_id for vr in items} | {d for d, _ in offline} | {r.device_id for r in settling})
+        devices = sorted({vr.device_id for vr in items} | {e.device_id for e in presence}
+                         | {r.device_id for r in settling})
         all_rejects = list(rejects)
         second_copies: list[VerifiedRecord] = []
         try:
@@ -184,8 +283,6 @@ class Store:
                     delta.gap_seqs += decision.gap_opened
                 if vr.skew_flags & (SKEW_FUTURE | SKEW_PAST):
                     delta.skew_flagged += 1
-                if vr.record.kind == labels.KIND_STATUS and (delta.status_ms or 0) <= vr.received_ms:
-                    delta.online, delta.status_ms = 1, vr.received_ms
                 if vr.gap is not None:
                     g = vr.gap
                     self._exec("INSERT INTO gaps (device_id, record_seq, first_seq, last_seq, count, bytes, reason, "
@@ -199,10 +296,11 @@ class Store:
                     self._note_low_water(vr, book)
             result.equivocations += self._check_equivocation(second_copies)
             self._settle_rejects(settling, books, result)
-            for device_id, ms in offline:
+            for device_id in {e.device_id for e in presence}:
                 delta = deltas[device_id]
-                if (delta.status_ms or 0) <= ms:
-                    delta.online, delta.status_ms = 0, ms
+                now = apply_presence(delta.presence, [e for e in presence if e.device_id == device_id])
+                if now != delta.presence:
+                    delta.online, delta.status_ms = now.online, now.status_ms
             for device_id in devices:
                 book, delta = books[device_id], deltas[device_id]
                 if book.advance():
@@ -284,14 +382,14 @@ class Store:
             if row is None:
                 self._exec("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT DO NOTHING", (device_id,))
                 row = self._exec(sql, (device_id,)).fetchone()
-            c, ce, m, me, version, last_seen = row
+            c, ce, m, me, version, last_seen, online, status_ms = row
             self._versions[device_id] = version
             cached = self._books.get(device_id)
             if cached is not None and cached[0] == version:
                 books[device_id] = cached[1]
             else:
                 books[device_id] = self._load_book(device_id, c, ce, m, me)
-            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0)
+            deltas[device_id] = _Delta(last_seen_ms=last_seen or 0, presence=Presence(online, status_ms))
         return books, deltas
 
     def _load_book(self, device_id: str, c: int, ce: int, m: int, me: int) -> DeviceBook:
@@ -458,33 +556,207 @@ class Store:
             cur.close()
             self._end_read()
 
+    # ---- the transparency log (DESIGN §9; aggregator.tlog drives these) --------------------------------------
 
-def open_store(url: str, *, schema: str | None = None) -> Store:
-    """Open (and create if needed) the store named by ``url``: a file path / ``sqlite:`` URL or PostgreSQL."""
+    def log_try_lead(self) -> bool:
+        """Try to become the log's integrator (PostgreSQL: a session advisory lock; SQLite: the single writer).
+
+        True when this connection holds the lock (again); it is released when the connection closes, so a
+        worker that dies hands over to whichever worker asks next.
+        """
+        if self.dialect != "postgresql" or self._log_lead:
+            return True
+        try:
+            self._log_lead = bool(self._exec("SELECT pg_try_advisory_lock(?)", (LOG_LOCK_KEY,)).fetchone()[0])
+            self._conn.commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: cannot take the log lock: {e}") from e
+        return self._log_lead
+
+    def log_state(self) -> tuple[int, bytes]:
+        """(size, root) of the integrated tree; (0, hash of the empty string) before the first entry."""
+        row = self._exec("SELECT size, root FROM log_state WHERE id = 1").fetchone()
+        self._end_read()
+        return (0, EMPTY_ROOT) if row is None else (int(row[0]), bytes(row[1]))
+
+    def log_integrate(self, builder: TileBuilder | None, max_entries: int, now_ms: int
+                      ) -> tuple[TileBuilder | None, LogAppend | None]:
+        """Give the next committed, unlogged records indices, in commit order, and store the new tiles.
+
+        One transaction, serialised on the ``log_state`` row: indices are assigned once even if two workers
+        integrate at the same time. ``builder`` is the caller's in-memory tree (reused when its size matches,
+        else rebuilt from the stored partial tiles); returns it with what was appended (None: nothing
+        pending). On failure nothing is committed, the builder is dropped and ``StoreError`` raised.
+        """
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        try:
+            self._begin()
+            row = self._exec(f"SELECT size FROM log_state WHERE id = 1{lock}").fetchone()  # noqa: S608
+            if row is None:
+                self._exec("INSERT INTO log_state (id, size, root, updated_ms) VALUES (1, 0, ?, ?) "
+                           "ON CONFLICT (id) DO NOTHING", (EMPTY_ROOT, now_ms))
+                row = self._exec(f"SELECT size FROM log_state WHERE id = 1{lock}").fetchone()  # noqa: S608
+            size = int(row[0])
+            order = "rowid" if self.dialect == "sqlite" else "received_ms, device_id, seq"
+            pending = self._exec(f"SELECT device_id, seq, record FROM records WHERE log_index IS NULL "  # noqa: S608
+                                 f"ORDER BY {order} LIMIT {int(max_entries)}").fetchall()
+            if not pending:
+                self._commit()
+                return builder, None
+            if builder is None or builder.size != size:
+                builder = TileBuilder.resume(size, self._read_tiles([(lv, ix) for lv, ix, _ in partial_tiles(size)]))
+            builder.extend(leaf_hash(bytes(rec)) for _, _, rec in pending)
+            cur = self._conn.cursor()
+            cur.executemany(self._q("UPDATE records SET log_index = ? WHERE device_id = ? AND seq = ?"),
+                            [(size + i, d, q) for i, (d, q, _) in enumerate(pending)])
+            cur.executemany(self._q("INSERT INTO log_tiles (level, idx, width, nodes) VALUES (?,?,?,?) "
+                                    "ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, "
+                                    "nodes = excluded.nodes"),
+                            [(t.level, t.index, t.width, t.data) for t in builder.take_dirty()])
+            root = builder.root()
+            self._exec("UPDATE log_state SET size = ?, root = ?, updated_ms = ? WHERE id = 1",
+                       (builder.size, root, now_ms))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: log integration not committed: {e}") from e
+        return builder, LogAppend(size, builder.size, root)
+
+    def _read_tiles(self, keys: Sequence[tuple[int, int]]) -> list[StoredTile]:
+        out = []
+        for level, index in keys:
+            row = self._exec("SELECT width, nodes FROM log_tiles WHERE level = ? AND idx = ?",
+                             (level, index)).fetchone()
+            if row is not None:
+                out.append(decode_tile(level, index, int(row[0]), bytes(row[1])))
+        return out
+
+    def log_tile(self, level: int, index: int) -> StoredTile | None:
+        """The stored tile (rows 0..7, its latest width), or None."""
+        try:
+            tiles = self._read_tiles([(level, index)])
+        finally:
+            self._end_read()
+        return tiles[0] if tiles else None
+
+    def log_entries(self, start: int, end: int) -> list[LogEntry]:
+        """Leaves ``[start, end)`` that have an index, in index order (a missing row is simply absent)."""
+        rows = self._exec("SELECT log_index, device_id, seq, record FROM records WHERE log_index >= ? "
+                          "AND log_index < ? ORDER BY log_index", (start, end)).fetchall()
+        self._end_read()
+        return [LogEntry(int(i), d, int(q), bytes(r)) for i, d, q, r in rows]
+
+    def log_index_of(self, device_id: str, seq: int) -> int | None:
+        """The leaf index of a stored record (None while not yet integrated or not stored)."""
+        row = self._exec("SELECT log_index FROM records WHERE device_id = ? AND seq = ?", (device_id, seq)).fetchone()
+        self._end_read()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def log_uncovered(self, size: int) -> dict[str, int]:
+        """Per device, the lowest stored seq a checkpoint of ``size`` does not cover yet (unlogged or newer)."""
+        out: dict[str, int] = {}
+        for sql, params in (("SELECT device_id, MIN(seq) FROM records WHERE log_index IS NULL GROUP BY device_id", ()),
+                            ("SELECT device_id, MIN(seq) FROM records WHERE log_index >= ? GROUP BY device_id",
+                             (size,))):
+            for device_id, seq in self._exec(sql, params).fetchall():
+                out[device_id] = min(int(seq), out.get(device_id, int(seq)))
+        self._end_read()
+        return out
+
+    def log_newest_stored(self, device_id: str, max_seq: int) -> LogEntry | None:
+        """The device's newest stored record with seq <= ``max_seq`` (index -1 while not integrated)."""
+        row = self._exec("SELECT log_index, seq, record FROM records WHERE device_id = ? AND seq <= ? "
+                         "ORDER BY seq DESC LIMIT 1", (device_id, max_seq)).fetchone()
+        self._end_read()
+        if row is None:
+            return None
+        return LogEntry(-1 if row[0] is None else int(row[0]), device_id, int(row[1]), bytes(row[2]))
+
+    def log_save_checkpoint(self, cp: SavedCheckpoint, keep: int = 1000) -> None:
+        """Keep a signed checkpoint (and only the latest ``keep`` of them)."""
+        try:
+            self._begin()
+            self._exec("INSERT INTO log_checkpoints (size, root, issued_ms, issuer, note) VALUES (?,?,?,?,?)",
+                       (cp.size, cp.root, cp.issued_ms, cp.issuer, cp.note))
+            self._exec("DELETE FROM log_checkpoints WHERE size < (SELECT MIN(size) FROM (SELECT size FROM "
+                       "log_checkpoints ORDER BY size DESC LIMIT ?) AS newest)", (int(keep),))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: checkpoint of size {cp.size} not saved: {e}") from e
+
+    def log_receipt_sizes(self, devices: Sequence[str]) -> dict[str, int]:
+        """The checkpoint size of the last receipt with a log position published to each device (any worker)."""
+        out = {}
+        for d in devices:
+            row = self._exec("SELECT size FROM log_receipts WHERE device_id = ?", (d,)).fetchone()
+            if row is not None:
+                out[d] = int(row[0])
+        self._end_read()
+        return out
+
+    def log_note_receipt_sizes(self, sizes: dict[str, int]) -> None:
+        """Record the checkpoint sizes just published to devices (never moving one backwards)."""
+        try:
+            self._begin()
+            self._conn.cursor().executemany(self._q(
+                "INSERT INTO log_receipts AS r (device_id, size) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE "
+                "SET size = excluded.size WHERE excluded.size > r.size"), sorted(sizes.items()))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: receipt log sizes not saved: {e}") from e
+
+    def log_latest_checkpoint(self) -> SavedCheckpoint | None:
+        """The newest signed checkpoint, or None before the first."""
+        row = self._exec("SELECT size, root, issued_ms, issuer, note FROM log_checkpoints ORDER BY size DESC "
+                         "LIMIT 1").fetchone()
+        self._end_read()
+        if row is None:
+            return None
+        return SavedCheckpoint(int(row[0]), bytes(row[1]), int(row[2]), str(row[3]), str(row[4]))
+
+
+def open_store(url: str, *, schema: str | None = None, create: bool = True) -> Store:
+    """Open the store named by ``url``: a file path / ``sqlite:`` URL, or ``postgresql://``.
+
+    ``create=True`` (workers) creates the file, schema and tables if needed and migrates them. ``create=False``
+    (read-only commands: stats, export) creates nothing: a missing file, schema or table raises
+    ``StoreNotFound`` naming it.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         try:
             import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
         except ImportError as e:
             raise StoreError("a postgresql:// store needs psycopg 3: pip install 'depin-edge-agent[postgres]'") from e
         safe = url.rsplit("@", maxsplit=1)[-1]
+        where = f"postgresql://{safe}" + (f" schema {schema}" if schema else "")
         try:
             conn = psycopg.connect(url, autocommit=False)
             if schema:
                 with conn.cursor() as cur:
-                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    # Session-wide; the schema itself is created (under the schema lock) by Store.
                     cur.execute(f'SET search_path TO "{schema}"')
                 conn.commit()
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store {safe}: {e}") from e
-        return Store(conn, "postgresql", f"postgresql://{safe}" + (f" schema {schema}" if schema else ""))
+        return Store(conn, "postgresql", where, schema=schema, create=create)
     path = url.removeprefix("sqlite://").removeprefix("sqlite:")
+    if not create and (path == ":memory:" or not Path(path).is_file()):
+        raise StoreNotFound(f"no store at {path} (nothing was created; check --store or the config's store.url)",
+                            path)
     try:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        sconn.execute("PRAGMA journal_mode=WAL")
-        sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        if create:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            sconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            sconn.execute("PRAGMA journal_mode=WAL")
+            sconn.execute("PRAGMA synchronous=FULL")  # an ack promises durability
+        else:
+            sconn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                    check_same_thread=False)
         sconn.execute("PRAGMA busy_timeout=10000")
     except (sqlite3.Error, OSError) as e:
         raise StoreError(f"cannot open SQLite store {path}: {e}") from e
-    return Store(sconn, "sqlite", path)
+    return Store(sconn, "sqlite", path, create=create)

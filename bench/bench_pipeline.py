@@ -314,9 +314,9 @@ def child_b2(seconds: float, warmup: float, baseline_s: float, source: str = "si
             k0, c0 = cm.stats.commits, cm.stats.committed
             th0 = _thread_cpu()
             cs0 = _ctx_switches()
-            p0, cpu0, t0 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
+            p0, cpu0, t0 = link.core.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
             time.sleep(seconds)
-            p1, cpu1, t1 = link.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
+            p1, cpu1, t1 = link.core.counters.pubacks, proc_cpu_seconds(), time.perf_counter()
             th1 = _thread_cpu()
             cs1 = _ctx_switches()
             k1, c1 = cm.stats.commits, cm.stats.committed
