@@ -20,9 +20,8 @@ from agent.settings import PipelineConfig, ReplaySourceConfig, SimulatedSourceCo
 from agent.sources import make_source
 from bench.bench_pipeline import FrameSource, _mobilenet_meta
 from bench.common import MOBILENET_MODEL
-from tests.support.tuf_repo import MODEL_V1, MODEL_V2
+from tests.support.tuf_repo import MODEL_V1, MODEL_V2, make_model_version
 from tests.support.wait import wait_for
-from tools.make_model_version import transform
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +82,7 @@ def models(kind: str, tmp: Path) -> tuple[Model, Model]:
                 Model.load(str(MODEL_V2), load_model_meta(str(MODEL_V2.with_suffix(".json")))))
     meta = _mobilenet_meta()
     other = tmp / "mobilenet-v2.tflite"
-    other.write_bytes(transform(MOBILENET_MODEL.read_bytes(), version=2))
+    other.write_bytes(make_model_version(MOBILENET_MODEL.read_bytes(), version=2))
     return Model.load(str(MOBILENET_MODEL), meta), Model.load(str(other), meta)
 
 
