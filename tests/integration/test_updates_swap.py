@@ -87,7 +87,7 @@ def models(kind: str, tmp: Path) -> tuple[Model, Model]:
 
 
 def windows_once_in_order(drafts: list[Draft], hop_ms: float) -> list[int]:
-    t0 = [int(d.payload["t0_ms"]) for d in drafts]  # type: ignore[call-overload]
+    t0 = [int(d.payload["t0_ms"]) for d in drafts]
     steps = {b - a for a, b in itertools.pairwise(t0)}
     assert len(set(t0)) == len(t0), "no window processed twice"
     assert max(steps) - min(steps) <= 1 and abs(min(steps) - hop_ms) <= 1, f"no window skipped: steps {steps}"
@@ -145,7 +145,7 @@ def test_invoke_error_on_the_new_model_reverts_and_reruns_that_window_on_the_old
     assert drafts[b[1]].model_sha256 == old.model_sha256
     assert drafts[-1].model_sha256 == old.model_sha256
     assert trial.errors and "injected invoke error" in trial.errors[0]
-    assert int(drafts[b[1]].payload["t0_ms"]) * 1000 == pytest.approx(trial.reverted_at_t0_us, abs=1000)  # type: ignore[call-overload]
+    assert int(drafts[b[1]].payload["t0_ms"]) * 1000 == pytest.approx(trial.reverted_at_t0_us, abs=1000)
     assert not runner.failed and runner.stats.errors == 0, "a trial's failure is not a pipeline failure"
 
 
