@@ -23,6 +23,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.errors import ConfigError, Rejected, StoreError, TrustError
 from aggregator.hold import Hold, HoldLimits
 from aggregator.identity import Identity, load_identity
+from aggregator.model_registry import ModelRegistry
 from aggregator.mqtt_link import Inbound, MqttLink
 from aggregator.presence import PresenceEvent
 from aggregator.receipts import ReceiptBatcher
@@ -61,6 +62,8 @@ class AggregatorStats:
     store_errors: int = 0
     queue_depth: int = 0
     devices: int = 0
+    unlisted_model_results: int = 0  # verified results whose model digest is not a signed target ([models])
+    unlisted_models: dict[str, int] = field(default_factory=dict)  # digest hex -> such results
 
     @property
     def rejected_total(self) -> int:
@@ -112,6 +115,9 @@ class AggregatorService:
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
         self._devices: set[str] = set()
+        self._unlisted: Counter[str] = Counter()
+        self.models: ModelRegistry | None = ModelRegistry(config.models, config.store.url) \
+            if config.models.repository_url else None
         self._touched: dict[str, float] = {}
         self._accepting = False
         self._thread: threading.Thread | None = None
@@ -142,6 +148,8 @@ class AggregatorService:
         self._start_log()
         self._store = open_store(cfg.store.url, schema=cfg.store.schema)
         self._restore_keys(self._store)
+        if self.models is not None:
+            self.models.start()  # a failed first refresh is logged; results are not flagged until one succeeds
         try:
             self._start_web()
         except Exception:
@@ -177,6 +185,8 @@ class AggregatorService:
                       timeout)
         if self._link is not None:
             self._link.stop()
+        if self.models is not None:
+            self.models.stop()
         self._stop_web()
         if self._store is not None:
             self._store.close()
@@ -201,9 +211,11 @@ class AggregatorService:
             c = dict(self._counts)
             rejected = dict(self._rejected)
             devices = len(self._devices)
+            unlisted = dict(self._unlisted)
         return AggregatorStats(rejected=rejected, queue_depth=self._queue.qsize(), devices=devices,
+                               unlisted_models=unlisted,
                                **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
-                                  if k not in ("rejected", "queue_depth", "devices")})
+                                  if k not in ("rejected", "queue_depth", "devices", "unlisted_models")})
 
     # ---- observers and the web page (aggregator.web, DESIGN §12) ---------------------------------------
 
@@ -435,6 +447,8 @@ class AggregatorService:
             for vr in verified:
                 self._devices.add(vr.device_id)
                 self._touched[vr.device_id] = now
+        if self.models is not None:
+            self._flag_unlisted(verified)
         for reason in ("epoch_regression",):
             if result.rejected.get(reason):
                 log.debug("%d record(s) rejected by the store: %s", result.rejected[reason], reason)
@@ -443,6 +457,24 @@ class AggregatorService:
             with self._lock:
                 self._counts["released"] += len(released)
             self._process([Inbound(r.topic, r.payload, 0, 0, r.retain, r.received_ms) for r in released])
+
+    def _flag_unlisted(self, verified: list[VerifiedRecord]) -> None:
+        """Count results whose model digest is not a signed target (stored all the same: the device signed them)."""
+        assert self.models is not None
+        new = []
+        for vr in verified:
+            digest = vr.record.model_sha256
+            if vr.record.kind != "result" or digest is None or self.models.listed(digest) is not False:
+                continue
+            h = bytes(digest).hex()
+            with self._lock:
+                if h not in self._unlisted:
+                    new.append((vr.device_id, h))
+                self._unlisted[h] += 1
+                self._counts["unlisted_model_results"] += 1
+        for device_id, h in new:
+            log.warning("results from model digest %s (first from device %s) are not from a signed model target",
+                        h, device_id)
 
     def _note_settled(self, result: BatchResult, birth: set[str]) -> None:
         """Feed the committed settled points to the receipt batcher."""
