@@ -108,7 +108,7 @@ class ModelUpdater:
     def __init__(self, cfg: UpdatesConfig, device_id: str, runners: Sequence[PipelineRunner], state: UpdateState,
                  *, load: Callable[[str, ModelMeta, PipelineRunner], Model],
                  receipt_time_s: Callable[[], float | None] = lambda: None,
-                 on_change: Callable[[], None] = lambda: None, runtime: str = "cpu",
+                 on_change: Callable[[], None] = lambda: None, runtime: str | None = None,
                  arch: str | None = None, wall: Callable[[], float] = time.time,
                  before_switch: Callable[[], None] = lambda: None) -> None:
         self.cfg = cfg
