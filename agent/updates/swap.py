@@ -156,5 +156,17 @@ def run_trial(prep: Prepared, limits: HealthLimits, stop: threading.Event,
             for runner, _tr in trials:
                 runner.request_commit()
             break
+    if verdict.state != "watching":
+        _wait_applied([r for r, _ in trials], stop, poll_s)
     return verdict
+
+
+def _wait_applied(runners: Sequence[PipelineRunner], stop: threading.Event, poll_s: float,
+                  timeout_s: float = 10.0) -> None:
+    """Until each pipeline has taken the commit or revert (at its next window): then what the updater
+    persists is what runs. A pipeline whose source is silent takes it with its next window anyway."""
+    deadline = time.monotonic() + timeout_s
+    while any(r.trial is not None and not r.done.is_set() for r in runners) and time.monotonic() < deadline:
+        if stop.wait(poll_s):
+            return
 
