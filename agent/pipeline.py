@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ from agent.outbox import Draft
 from agent.settings import PipelineConfig
 from agent.sources.base import Source
 from agent.windowing import Window, Windower
+from envelope import cbor_det
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,72 @@ def result_payload(labels: tuple[str, ...], scores: np.ndarray, threshold: float
     }
 
 
+class ResultEncoder:
+    """The deterministic CBOR of ``result_payload(...)``, byte for byte, from parts cached per pipeline.
+
+    The key order, the label strings and the labels array are the same for every result of a pipeline, and
+    the scores come from a 256-entry dequantization table, so ``round(score, 4)`` takes few values: their
+    encodings are cached. ``cbor_det.dumps(result_payload(...))`` cost ≈ 17 µs per result on the
+    committer's thread (a third of sealing); this costs ≈ 3 µs (docs/benchmarks.md, B2). Equality with the
+    generic encoder is a property test (tests/unit/test_pipeline_encoder.py).
+    """
+
+    FLOAT_CACHE_MAX = 4096
+    _KEYS = ("label", "score", "scores", "labels", "latency_us", "t0_ms", "n")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        dumps = cbor_det.dumps
+        self._label_enc = [dumps(label) for label in labels]
+        self._uncertain = dumps(UNCERTAIN)
+        self._labels_enc = dumps(list(labels))
+        self._scores_head = dumps([None] * len(labels))[: -len(labels) or None]  # None is one byte each
+        self._floats: dict[float, bytes] = {}
+        self._n_enc: dict[int, bytes] = {}
+        # [map head, key, value, key, value, ...] in encoded-key order; encode() fills the value slots
+        order = sorted(self._KEYS, key=dumps)
+        self._parts: list[bytes] = [dumps(dict.fromkeys(self._KEYS, 0))[:1]]
+        slot_of = {}
+        for k in order:
+            self._parts += [dumps(k), b""]
+            slot_of[k] = len(self._parts) - 1
+        self._slots = tuple(slot_of[k] for k in self._KEYS)  # value slot of each key, in _KEYS order
+
+    def _score(self, v: float) -> bytes:
+        """CBOR of ``round(v, 4)``; cached except for zeros (0.0 == -0.0 as dict keys) and NaN."""
+        enc = self._floats.get(v)
+        if enc is None:
+            enc = cbor_det.float_(round(v, 4))
+            if v != 0.0 and not math.isnan(v) and len(self._floats) < self.FLOAT_CACHE_MAX:
+                self._floats[v] = enc
+        elif v == 0.0:
+            enc = cbor_det.float_(round(v, 4))
+        return enc
+
+    def encode(self, scores: np.ndarray, threshold: float, latency_us: float, window: Window) -> bytes:
+        """Equal to ``cbor_det.dumps(result_payload(labels, scores, threshold, latency_us, window))``."""
+        values = scores.tolist()
+        top = int(scores.argmax())
+        score = values[top]
+        enc = self._score
+        n = int(window.data.shape[0])
+        n_enc = self._n_enc.get(n)
+        if n_enc is None:
+            n_enc = self._n_enc.setdefault(n, cbor_det.dumps(n)) if len(self._n_enc) < 64 else cbor_det.dumps(n)
+        vals = (
+            self._label_enc[top] if score >= threshold else self._uncertain,
+            enc(score),
+            self._scores_head + b"".join([enc(v) for v in values]),
+            self._labels_enc,
+            cbor_det.dumps(int(latency_us)),
+            cbor_det.dumps(window.t_start_us // 1000),
+            n_enc,
+        )
+        parts = self._parts
+        for slot, value in zip(self._slots, vals, strict=True):
+            parts[slot] = value
+        return b"".join(parts)
+
+
 class PipelineRunner:
     """Runs one pipeline on its own thread until its source ends or ``stop()``."""
 
@@ -117,6 +185,7 @@ class PipelineRunner:
             raise AgentError(f"pipeline {cfg.stream}: {len(self.labels)} labels configured, the model "
                              f"{cfg.model} has {len(meta.labels)} outputs")
         self.windower = Windower(cfg.stream, cfg.window, cfg.hop, meta.channels)
+        self._encoder = ResultEncoder(tuple(self.labels))
         # An image model takes (H, W, C): a window of H*W samples of C channels is that image, row-major.
         self._in_shape: tuple[int, ...] | None = None
         if tuple(model.input_shape) != (cfg.window, meta.channels):
@@ -189,7 +258,10 @@ class PipelineRunner:
     def _use(self, model: Model, meta: ModelMeta) -> None:
         self.model = model
         self.meta = meta
-        self.labels = self.cfg.labels or meta.labels
+        labels = self.cfg.labels or meta.labels
+        if labels != self.labels:
+            self._encoder = ResultEncoder(tuple(labels))
+        self.labels = labels
 
     def _revert(self, trial: Trial, reason: str, w: Window) -> None:
         if trial.reverted:
@@ -235,7 +307,7 @@ class PipelineRunner:
             kind="result",
             stream=self.cfg.stream,
             topic=self.topic,
-            payload=result_payload(self.labels, inf.scores, self.cfg.score_threshold, inf.latency_us, w),
+            payload=self._encoder.encode(inf.scores, self.cfg.score_threshold, inf.latency_us, w),
             capture_ms=w.t_end_us // 1000,
             clock_state=max(w.clock_state, self._clock_state()),
             model_sha256=inf.model_sha256,

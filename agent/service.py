@@ -139,7 +139,7 @@ class Agent:
         kept = None
         if aggregator:
             self.receipts = ReceiptChecker(cfg.device_id, cfg.receipts.ca_file, cfg.receipts.crl_file,
-                                           cfg.receipts.path)
+                                           cfg.receipts.path, log_vkey=cfg.receipts.log_vkey)
             if not self.receipts.enabled:
                 log.error("delivery = aggregator but no fleet CA for receipts ([receipts] ca_file or mqtt.ca_file):"
                           " no receipt can be verified, so nothing will be deleted from the outbox")
@@ -288,6 +288,7 @@ class Agent:
             "epoch": self.epoch,
             "delivery": self.cfg.outbox.delivery,
             "low_water": self.low_water(),
+            "log_size": self.log_size(),
             "models": self.models_info(),
             "updates": self.updater.status_doc() if self.updater is not None else {"enabled": False},
         }
@@ -361,6 +362,14 @@ class Agent:
         if self.committer:
             self.committer.ack(seq)
 
+    def log_size(self) -> int | None:
+        """Size of the newest log checkpoint this device verified (None: not witnessing the log).
+
+        Carried in birth and telemetry so that the aggregator starts the next consistency proof there.
+        """
+        w = self.receipts.witness if self.receipts is not None else None
+        return None if w is None or w.newest is None else int(w.newest.size)
+
     def low_water(self) -> int:
         """The oldest seq the outbox still holds (the next seq when empty): carried in birth and telemetry."""
         ob = self.outbox
@@ -428,7 +437,8 @@ class Agent:
                 "last_error": ln.last_error if ln else None,
             },
             "receipt": {"delivery": self.cfg.outbox.delivery,
-                        **receipt_doc(ln.core.last_receipt if ln else None)},
+                        **receipt_doc(ln.core.last_receipt if ln else None),
+                        "log": self.receipts.witness.doc() if self.receipts and self.receipts.witness else None},
             "pipelines": {
                 r.cfg.stream: {
                     "windows": r.stats.windows,
@@ -481,6 +491,10 @@ class Agent:
             lh = self.link.health
             why = f": {lh.detail} ({lh.cause})" if lh.cause else ""
             degraded.append(f"no broker connection for {lh.unconnected_s(now):.0f}s{why}")
+        w = self.receipts.witness if self.receipts is not None else None
+        if w is not None and w.evidence():
+            degraded.append(f"log inconsistent: a receipt's log proof failed; nothing it settles is deleted "
+                            f"(evidence {w.evidence()[-1]})")
         return Health(not reasons, reasons, degraded)
 
     def status_text(self) -> str:

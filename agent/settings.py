@@ -111,6 +111,7 @@ class ReceiptsConfig:
     ca_file: str | None = None  # fleet CA (PEM); None: mqtt.ca_file
     crl_file: str | None = None  # the fleet CRL (PEM or DER), re-read when it changes
     path: str = ""  # latest valid receipt; empty: receipt.cose next to the outbox (the parser fills it in)
+    log_vkey: str | None = None  # the transparency log's verifier key: receipts' log proofs are checked
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,9 @@ class AgentConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
-    updates: UpdatesConfig | None = None  # None: no [updates] table, the shipped models run forever
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    updates: UpdatesConfig | None = None  # None: no [updates] table, the shipped models run forever
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

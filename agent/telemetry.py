@@ -48,6 +48,7 @@ FIELDS: tuple[str, ...] = (
     "mqtt.connect_failures_by_cause",
     "receipts.delivery", "receipts.received", "receipts.stale", "receipts.duplicate", "receipts.invalid",
     "receipts.records_rejected", "receipts.signer", "receipts.epoch", "receipts.settled", "receipts.time",
+    "receipts.log_state", "receipts.log_size", "receipts.log_evidence_files",
     "pipelines", "updates",
 )
 PIPELINE_FIELDS: tuple[str, ...] = (
@@ -235,6 +236,9 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "epoch": rc.get("epoch"),
             "settled": rc.get("settled"),
             "time": rc.get("time"),
+            "log_state": (rc.get("log") or {}).get("state", "off"),  # ok | inconsistent | off
+            "log_size": (rc.get("log") or {}).get("size"),
+            "log_evidence_files": int((rc.get("log") or {}).get("evidence_files", 0)),
         },
         "pipelines": pipelines,
         "updates": dict(snapshot.get("updates") or {"enabled": False}),

@@ -133,6 +133,7 @@ class AggregatorService:
         self._web: Any = None  # aggregator.web.server.WebServer when [web] is enabled
         self._web_routes: list[Any] = []
         self._web_nav: list[tuple[str, str]] = []
+        self._log_store: Store | None = None  # the web thread's own connection for the log routes
         self.fleet: Any = None  # aggregator.web.tracker.FleetTracker when [web] tracks the fleet
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
@@ -259,7 +260,16 @@ class AggregatorService:
             raise ConfigError(self.config.source_file or "<config>", [(
                 "web.enabled", f"the web page needs the optional extra: pip install 'depin-edge-agent[web]' ({e})")]
             ) from e
-        self._web = WebServer(self, self.fleet, web, extra_routes=self._web_routes, nav=self._web_nav)
+        routes, nav = list(self._web_routes), list(self._web_nav)
+        if self.config.log.key_file:  # the transparency log, read-only, in C2SP tlog-tiles layout under /log
+            from starlette.routing import Mount  # noqa: PLC0415 - optional extra "web"
+
+            from aggregator.tlog.http import routes as log_routes  # noqa: PLC0415
+
+            self._log_store = open_store(self.config.store.url, schema=self.config.store.schema, create=False)
+            routes.append(Mount("/log", routes=log_routes(self._log_store)))
+            nav.append(("log checkpoint", "/log/checkpoint"))
+        self._web = WebServer(self, self.fleet, web, extra_routes=routes, nav=nav)
         self._web.start()
         log.info("web page at %s", self._web.url)
 
@@ -267,6 +277,9 @@ class AggregatorService:
         if self._web is not None:
             self._web.stop()
             self._web = None
+        if self._log_store is not None:
+            self._log_store.close()
+            self._log_store = None
         if self.fleet is not None:
             if self.fleet in self._observers:
                 self._observers.remove(self.fleet)

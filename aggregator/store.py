@@ -13,7 +13,7 @@ import hashlib
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,7 @@ class LogEntry:
     device_id: str
     seq: int
     record: bytes
+    epoch: int = 0  # filled where the caller needs it (receipts)
 
 
 @dataclass(frozen=True)
@@ -189,10 +190,10 @@ class Store:
             for version in migration_plan(current):
                 for stmt in MIGRATIONS[version]:
                     self._exec(stmt)
-            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
-                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             for stmt in log_indexes():
                 self._exec(stmt)
+            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             self._commit()
         except SchemaVersionError as e:
             self._rollback()
@@ -294,6 +295,7 @@ class Store:
                     self._save_key(vr)
                 if vr.record.kind in (labels.KIND_STATUS, labels.KIND_TELEMETRY):
                     self._note_low_water(vr, book)
+                    self._note_log_size(vr)
             result.equivocations += self._check_equivocation(second_copies)
             self._settle_rejects(settling, books, result)
             for device_id in {e.device_id for e in presence}:
@@ -327,7 +329,7 @@ class Store:
     def _note_low_water(self, vr: VerifiedRecord, book: DeviceBook) -> None:
         """A verified birth/telemetry payload's low-water mark settles every seq below it (DESIGN §8)."""
         try:
-            low = low_water_of(vr.record.payload())
+            low = low_water_of(vr.payload if vr.payload is not None else vr.record.payload())
         except Exception:  # a payload that does not decode carries no mark
             low = None
         if low is None or low <= 1:
@@ -337,6 +339,20 @@ class Store:
                    "ON CONFLICT (device_id) DO UPDATE SET low_water = excluded.low_water, epoch = excluded.epoch, "
                    "received_ms = excluded.received_ms WHERE excluded.low_water > m.low_water",
                    (vr.device_id, low, vr.epoch, vr.received_ms))
+
+    def _note_log_size(self, vr: VerifiedRecord) -> None:
+        """The newest log checkpoint size the device verified (birth ``log_size``, telemetry
+        ``receipts.log_size``): its next receipt's consistency proof starts there (DESIGN §9)."""
+        try:
+            doc = vr.record.payload()
+        except Exception:
+            return
+        size = doc.get("log_size") if vr.record.kind == labels.KIND_STATUS else \
+            (doc.get("receipts") or {}).get("log_size") if isinstance(doc.get("receipts"), dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size < 2**63:
+            return
+        self._exec("INSERT INTO log_receipts (device_id, size) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE "
+                   "SET size = excluded.size", (vr.device_id, size))
 
     def _settle_rejects(self, settling: Sequence[RejectEvent], books: dict[str, DeviceBook],
                         result: BatchResult) -> None:
@@ -541,7 +557,7 @@ class Store:
         return devices
 
     def export(self, since_ms: int = 0, device_id: str | None = None, kind: str | None = None,
-               limit: int | None = None) -> Iterator[dict[str, Any]]:
+               limit: int | None = None) -> Generator[dict[str, Any], None, None]:
         """Stored records received at or after ``since_ms``, oldest first, with the verbatim record bytes."""
         sql = f"SELECT {_RECORD_COLS} FROM records WHERE received_ms >= ?"  # noqa: S608 - values are bound
         params: list[Any] = [since_ms]
@@ -675,12 +691,12 @@ class Store:
 
     def log_newest_stored(self, device_id: str, max_seq: int) -> LogEntry | None:
         """The device's newest stored record with seq <= ``max_seq`` (index -1 while not integrated)."""
-        row = self._exec("SELECT log_index, seq, record FROM records WHERE device_id = ? AND seq <= ? "
+        row = self._exec("SELECT log_index, seq, record, epoch FROM records WHERE device_id = ? AND seq <= ? "
                          "ORDER BY seq DESC LIMIT 1", (device_id, max_seq)).fetchone()
         self._end_read()
         if row is None:
             return None
-        return LogEntry(-1 if row[0] is None else int(row[0]), device_id, int(row[1]), bytes(row[2]))
+        return LogEntry(-1 if row[0] is None else int(row[0]), device_id, int(row[1]), bytes(row[2]), int(row[3]))
 
     def log_save_checkpoint(self, cp: SavedCheckpoint, keep: int = 1000) -> None:
         """Keep a signed checkpoint (and only the latest ``keep`` of them)."""

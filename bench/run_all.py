@@ -57,6 +57,7 @@ SUITE: list[tuple[tuple[str, ...], str, str]] = [
     (("B8",), "bench_aggregator", "run"),
     (("B9",), "bench_frames", "run"),
     (("E",), "bench_envelope", "run"),
+    (("W",), "bench_web", "run"),
 ]
 PACKAGES = ("ai-edge-litert", "numpy", "paho-mqtt", "cryptography", "cbor2", "psutil", "psycopg")
 

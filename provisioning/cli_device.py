@@ -29,7 +29,14 @@ from provisioning.device_state import (
     csr_path,
     default_key_uri,
 )
-from provisioning.errors import CaStateError, InvalidDeviceId, InvalidInput, KeyStoreError, ProvisioningError
+from provisioning.errors import (
+    CaStateError,
+    InvalidDeviceId,
+    InvalidInput,
+    KeyStoreError,
+    NotFound,
+    ProvisioningError,
+)
 from provisioning.fsutil import atomic_write
 from provisioning.key_uri import FileKeyUri, parse_key_uri
 from provisioning.signers import (
@@ -197,6 +204,9 @@ def _same(a: str | None, b: Path | str) -> bool:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     state_dir: Path = args.state_dir
+    if not DeviceState.path(state_dir).exists():
+        raise NotFound(f"no device state at {DeviceState.path(state_dir)}: this device is not provisioned yet "
+                       "(run `edge-provision device init`), or give --state-dir")
     st = DeviceState.load(state_dir)
     problems: list[str] = []
     now = _now()
@@ -329,6 +339,6 @@ def add_device_commands(sub: _Sub, parents: list[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("rotate", parents=parents, help="new key and CSR; the old key stays until install-cert")
-    p.add_argument("--key-type", choices=("p256", "ed25519"), default="p256")
+    p.add_argument("--key-type", choices=("p256", "ed25519"), default="p256", help="file keys only (p256)")
     p.add_argument("--export-dir", type=Path, help="also copy the CSR here as <device-id>.csr")
     p.set_defaults(func=cmd_rotate)

@@ -232,20 +232,20 @@ def add_models_commands(sub: _Sub, parents: list[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("revoke", help="sign a targets version without a model version (offline key)",
                        parents=both)
-    p.add_argument("--model-id", required=True)
-    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--model-id", required=True, help="the model id whose version is revoked")
+    p.add_argument("--version", type=int, required=True, help="the version to revoke (never offered again)")
     p.add_argument("--key", action="append", type=Path, required=True, help="targets key file, repeatable")
     p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("publish", help="release the latest targets version (online snapshot + timestamp keys)",
                        parents=both)
-    p.add_argument("--snapshot-key", type=Path, required=True)
-    p.add_argument("--timestamp-key", type=Path, required=True)
+    p.add_argument("--snapshot-key", type=Path, required=True, help="the online snapshot key file")
+    p.add_argument("--timestamp-key", type=Path, required=True, help="the online timestamp key file")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("resign-timestamp", help="re-sign the timestamp (daily job; renews a due snapshot)",
                        parents=both)
-    p.add_argument("--timestamp-key", type=Path, required=True)
+    p.add_argument("--timestamp-key", type=Path, required=True, help="the online timestamp key file")
     p.add_argument("--snapshot-key", type=Path, default=None, help="lets the job renew the snapshot when due")
     p.set_defaults(func=cmd_resign_timestamp)
 

@@ -274,7 +274,7 @@ def test_unusable_inputs_and_usage_errors(tmp_path: Path, ca_dir: Path) -> None:
     assert "cannot read CSR file" in res.stderr
     res = ep("ca", "init", "--fleet", "Bad Fleet!", "--ca-dir", str(tmp_path / "x"), expect=2)
     assert "fleet name must be" in res.stderr and not (tmp_path / "x").exists()
-    res = ep("device", "status", "--state-dir", str(tmp_path / "nothing"), expect=1)
+    res = ep("device", "status", "--state-dir", str(tmp_path / "nothing"), expect=2)
     assert "not provisioned yet" in res.stderr
     ep("ca", "frobnicate", expect=2)
 

@@ -24,6 +24,7 @@ from tuf.api.serialization.json import JSONSerializer
 from agent.inference import FAULT_ENV
 from provisioning.model_golden import compute_golden
 from provisioning.model_repo import Expiry
+from tests.integration.test_updates_swap import payload
 from tests.support.tuf_repo import MODEL_V1, MODEL_V2, ReleaseRepo, RepoServer, endless, make_model_version, serve_bytes
 from tests.support.updates import UpdaterRig
 from tests.support.wait import wait_for
@@ -300,7 +301,7 @@ def test_model_failing_after_the_switch_is_reverted_within_60s_and_never_retried
         assert rig.model_sha() == V1 and sum("/targets/vibration/2/" in r for r in srv.requests) == 1
         n = len(rig.drafts)
         wait_for(lambda: len(rig.drafts) > n + 5, timeout=10, what="v1 keeps running")
-    t0s = [d.payload["t0_ms"] for d in rig.drafts]
+    t0s = [payload(d)["t0_ms"] for d in rig.drafts]
     assert len(set(t0s)) == len(t0s) and all(b - a == 32 for a, b in itertools.pairwise(t0s)), \
         "every window once, none skipped, across switch and revert"
     assert rig.digests().count(V2) < len(rig.digests())

@@ -9,7 +9,9 @@ import itertools
 import queue
 import threading
 from pathlib import Path
+from typing import Any
 
+import cbor2
 import pytest
 
 from agent.inference import FAULT_ENV, Model
@@ -86,8 +88,15 @@ def models(kind: str, tmp: Path) -> tuple[Model, Model]:
     return Model.load(str(MOBILENET_MODEL), meta), Model.load(str(other), meta)
 
 
+def payload(d: Draft) -> dict[str, Any]:
+    """A result draft's payload (deterministic CBOR, encoded by the pipeline)."""
+    out = cbor2.loads(d.payload) if isinstance(d.payload, bytes) else d.payload
+    assert isinstance(out, dict)
+    return out
+
+
 def windows_once_in_order(drafts: list[Draft], hop_ms: float) -> list[int]:
-    t0 = [int(d.payload["t0_ms"]) for d in drafts]
+    t0 = [int(payload(d)["t0_ms"]) for d in drafts]
     steps = {b - a for a, b in itertools.pairwise(t0)}
     assert len(set(t0)) == len(t0), "no window processed twice"
     assert max(steps) - min(steps) <= 1 and abs(min(steps) - hop_ms) <= 1, f"no window skipped: steps {steps}"
@@ -145,7 +154,7 @@ def test_invoke_error_on_the_new_model_reverts_and_reruns_that_window_on_the_old
     assert drafts[b[1]].model_sha256 == old.model_sha256
     assert drafts[-1].model_sha256 == old.model_sha256
     assert trial.errors and "injected invoke error" in trial.errors[0]
-    assert int(drafts[b[1]].payload["t0_ms"]) * 1000 == pytest.approx(trial.reverted_at_t0_us, abs=1000)
+    assert int(payload(drafts[b[1]])["t0_ms"]) * 1000 == pytest.approx(trial.reverted_at_t0_us, abs=1000)
     assert not runner.failed and runner.stats.errors == 0, "a trial's failure is not a pipeline failure"
 
 

@@ -89,6 +89,14 @@ def test_b2_agent_tiny() -> None:
 
 
 @pytest.mark.integration
+def test_b2n_naive_tiny() -> None:
+    from bench.bench_pipeline import child_b2n
+
+    res = child_b2n(seconds=0.3, warmup=0.2)
+    assert positive(res["rate"]) and positive(res["cpu_us"])
+
+
+@pytest.mark.integration
 def test_b3_b7_steady_tiny() -> None:
     from bench.bench_resources import bare_rss_mb, steady_run
 
