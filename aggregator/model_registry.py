@@ -5,7 +5,8 @@ says nothing about whether the release keys ever signed that model: anyone who c
 file changes what it computes. The aggregator reads the same TUF repository the devices update from (same
 trusted root, python-tuf's ``ngclient``) and flags results whose digest is not a signed target: they are
 stored like any other (the device signed them; losing them helps nobody) but counted apart, per digest, in
-``stats()`` and ``edge-aggregator models``.
+``stats()`` and ``edge-aggregator models``. An unknown digest wakes a refresh: devices may see a release a
+moment before the aggregator does, and flags are judged against the latest list, not at arrival.
 
 Only the latest verified list counts: a revoked version's digest becomes unlisted at the next refresh. Until
 the first refresh succeeds, nothing is flagged (``listed`` answers None: unknown is not unlisted). A
@@ -28,6 +29,8 @@ from provisioning.model_target import InvalidTarget, ModelTarget
 log = logging.getLogger(__name__)
 
 __all__ = ["ListedModel", "ModelRegistry"]
+
+MIN_REFRESH_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class ModelRegistry:
         self._listed: dict[bytes, ListedModel] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.condition = "never_checked"
         self.refreshes = 0
@@ -121,6 +125,10 @@ class ModelRegistry:
             log.warning("model repository %s: %s (keeping the previous list of signed models)",
                         self.cfg.repository_url, cond)
 
+    def wake(self) -> None:
+        """Refresh soon (a digest nobody listed arrived: maybe a release the devices saw first)."""
+        self._wake.set()
+
     def start(self) -> None:
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="model-registry", daemon=True)
@@ -128,12 +136,18 @@ class ModelRegistry:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(self.cfg.fetch_timeout_s + 5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.cfg.refresh_s):
+        while True:
+            self._wake.wait(self.cfg.refresh_s)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
             self.refresh()
+            self._stop.wait(MIN_REFRESH_GAP_S)  # a flood of unknown digests refreshes at most this often
 
 
 # ----- ``edge-aggregator models`` ---------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from envelope import Receipt, labels, seal_receipt
 log = logging.getLogger(__name__)
 
 _STOP = object()
+MAX_TRACKED_DIGESTS = 10_000  # distinct model digests counted one by one; more are counted as "other"
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class AggregatorService:
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
         self._devices: set[str] = set()
-        self._unlisted: Counter[str] = Counter()
+        self._by_digest: Counter[str] = Counter()  # results per model digest (with [models])
         self.models: ModelRegistry | None = ModelRegistry(config.models, config.store.url) \
             if config.models.repository_url else None
         self._touched: dict[str, float] = {}
@@ -212,7 +213,8 @@ class AggregatorService:
             c = dict(self._counts)
             rejected = dict(self._rejected)
             devices = len(self._devices)
-            unlisted = dict(self._unlisted)
+        unlisted = self.unlisted_models()
+        c["unlisted_model_results"] = sum(unlisted.values())
         return AggregatorStats(rejected=rejected, queue_depth=self._queue.qsize(), devices=devices,
                                unlisted_models=unlisted,
                                **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
@@ -472,22 +474,39 @@ class AggregatorService:
             self._process([Inbound(r.topic, r.payload, 0, 0, r.retain, r.received_ms) for r in released])
 
     def _flag_unlisted(self, verified: list[VerifiedRecord]) -> None:
-        """Count results whose model digest is not a signed target (stored all the same: the device signed them)."""
+        """Count results per model digest; a digest the registry does not list wakes it for a refresh.
+
+        Whether a digest is flagged is decided against the latest verified list when asked (``stats()``), so
+        a release the devices saw a moment before the aggregator did is not flagged for good, and a revoked
+        version's results become unlisted."""
         assert self.models is not None
         new = []
-        for vr in verified:
-            digest = vr.record.model_sha256
-            if vr.record.kind != "result" or digest is None or self.models.listed(digest) is not False:
-                continue
-            h = bytes(digest).hex()
-            with self._lock:
-                if h not in self._unlisted:
-                    new.append((vr.device_id, h))
-                self._unlisted[h] += 1
-                self._counts["unlisted_model_results"] += 1
-        for device_id, h in new:
-            log.warning("results from model digest %s (first from device %s) are not from a signed model target",
-                        h, device_id)
+        with self._lock:
+            for vr in verified:
+                digest = vr.record.model_sha256
+                if vr.record.kind != "result" or digest is None:
+                    continue
+                h = bytes(digest).hex()
+                if h not in self._by_digest:
+                    if len(self._by_digest) >= MAX_TRACKED_DIGESTS:
+                        h = "other"
+                    else:
+                        new.append((vr.device_id, bytes(digest)))
+                self._by_digest[h] += 1
+        for device_id, digest in new:
+            if self.models.listed(digest) is False:
+                log.warning("results from model digest %s (first from device %s) are not a signed model target "
+                            "as of the last refresh; refreshing", digest.hex(), device_id)
+                self.models.wake()
+
+    def unlisted_models(self) -> dict[str, int]:
+        """Results per model digest that the latest verified list of signed targets does not hold."""
+        if self.models is None:
+            return {}
+        with self._lock:
+            counts = dict(self._by_digest)
+        return {h: n for h, n in counts.items()
+                if h == "other" or self.models.listed(bytes.fromhex(h)) is False}
 
     def _note_settled(self, result: BatchResult, birth: set[str]) -> None:
         """Feed the committed settled points to the receipt batcher."""

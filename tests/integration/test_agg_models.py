@@ -68,11 +68,13 @@ def test_results_of_unlisted_digests_are_stored_counted_and_reported(tmp_path: P
         assert by[V2.hex()]["listed"] is True and (by[V2.hex()]["model_id"], by[V2.hex()]["version"]) == \
             ("vibration", 2)
         assert report["unlisted_results"] == 5
-        # Revoking v1: its digest is unlisted from the next refresh on.
+        # Revoking v1: its digest is unlisted from the next refresh on, its results flagged with it.
         rel.revoke(1)
         reg = ModelRegistry(cfg.models)
         reg.refresh()
         assert reg.listed(V1) is False and reg.listed(V2) is not False
+        assert svc.models.refresh()
+        assert svc.stats().unlisted_models == {ROGUE.hex(): 5, V1.hex(): 10}
 
 
 def test_unknown_until_verified_and_failures_keep_the_list(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
