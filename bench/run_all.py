@@ -58,6 +58,7 @@ SUITE: list[tuple[tuple[str, ...], str, str]] = [
     (("B9",), "bench_frames", "run"),
     (("E",), "bench_envelope", "run"),
     (("W",), "bench_web", "run"),
+    (("U",), "bench_updates", "run"),
 ]
 PACKAGES = ("ai-edge-litert", "numpy", "paho-mqtt", "cryptography", "cbor2", "psutil", "psycopg")
 
