@@ -287,6 +287,10 @@ class ModelUpdater:
                 log.error("model %s version %d: downloaded bytes refused (%s); will retry", model_id, t.version, e)
                 self.download_failures[t.path] = str(e)
             return
+        except (AgentError, OSError) as e:  # our own disk (full, read-only): say it once, retry next poll
+            self._set_pending(model_id, None)
+            self._set_condition("error", "local", f"model store {self.cfg.dir}: {e}")
+            return
         self.download_failures.pop(t.path, None)
         self._set_pending(model_id, t, "verifying")
         try:
