@@ -143,6 +143,7 @@ class ModelUpdater:
         self.not_taken: dict[str, dict[int, str]] = {}
         self.download_failures: dict[str, str] = {}
         self.bad_targets: dict[str, str] = {}
+        self._condition_set = False
 
     # ----- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -204,7 +205,7 @@ class ModelUpdater:
             self._set_condition("error", "local", str(e))
             return
         self.last_success = now
-        self._set_condition("ok", "")
+        self._condition_set = False
         if self.state.last_good_time is None or t_ref >= self.state.last_good_time + LAST_GOOD_SAVE_S:
             self.state.last_good_time = t_ref
             self.state.save()
@@ -213,6 +214,8 @@ class ModelUpdater:
             if self._stop.is_set():
                 return
             self._consider(model_id, [r for r in self.runners if r.model_id == model_id], targets, snap)
+        if not self._condition_set:  # a download or the model store may have said otherwise
+            self._set_condition("ok", "")
 
     def _parse_targets(self, snap: Snapshot) -> list[ModelTarget]:
         out = []
@@ -230,6 +233,7 @@ class ModelUpdater:
         return out
 
     def _set_condition(self, kind: str, cause: str, detail: str = "") -> None:
+        self._condition_set = True
         key = (kind, cause)
         self.condition_detail = detail
         if key == self.condition:
