@@ -521,6 +521,15 @@ class Store:
         if self.dialect == "postgresql":
             self._conn.rollback()  # end the implicit read transaction so we see other workers' commits
 
+    def model_digest_counts(self) -> list[tuple[str, bytes, int]]:
+        """Stored results per (device, model digest): what ``edge-aggregator models`` checks against the
+        signed model targets (aggregator.model_registry)."""
+        rows = self._exec("SELECT device_id, model_sha256, COUNT(*) FROM records WHERE kind = 'result' "
+                          "AND model_sha256 IS NOT NULL GROUP BY device_id, model_sha256 "
+                          "ORDER BY device_id").fetchall()
+        self._end_read()
+        return [(str(d), bytes(m), int(n)) for d, m, n in rows]
+
     def device_stats(self) -> list[dict[str, Any]]:
         """Per device: sequence state, counters, missing seqs, rejects by reason."""
         cols = ("device_id, contiguous_seq, contiguous_epoch, max_seq, max_epoch, kid, first_seen_ms, last_seen_ms, "

@@ -59,6 +59,7 @@ SUITE: list[tuple[tuple[str, ...], str, str]] = [
     (("E",), "bench_envelope", "run"),
     (("L",), "bench_tlog", "run"),
     (("W",), "bench_web", "run"),
+    (("U",), "bench_updates", "run"),
 ]
 PACKAGES = ("ai-edge-litert", "numpy", "paho-mqtt", "cryptography", "cbor2", "psutil", "psycopg")
 

@@ -17,7 +17,7 @@ from bench import run_all
 from bench.common import MOBILENET_MODEL, REPO, VIBRATION_MODEL, broker, tempdir
 
 MODULES = ["bench_pipeline", "bench_resources", "bench_outbox", "bench_aggregator", "bench_frames",
-           "bench_inference", "bench_envelope", "bench_tlog", "run_all", "common", "soak"]
+           "bench_inference", "bench_envelope", "bench_tlog", "bench_updates", "run_all", "common", "soak"]
 
 
 def positive(x: float) -> bool:
@@ -165,3 +165,15 @@ def test_tlog_tiny(tmp_path: Path) -> None:
     proofs = proof_times(tmp_path, quick=True)
     times, cold, verify, n_hashes = proofs["recent"]
     assert len(times) == len(cold) == len(verify) == 50 and n_hashes > 20 and all(map(positive, times))
+
+
+@pytest.mark.integration
+def test_u1_u3_updates_tiny() -> None:
+    from bench.bench_updates import child_rss, idle_poll_cpu, swap_gaps
+
+    g = swap_gaps("vibration", after_windows=3, before_s=0.5)
+    assert positive(g["max_gap_ms"]) and g["windows_during"] >= 3
+    r = child_rss(str(VIBRATION_MODEL), str(VIBRATION_MODEL.with_suffix(".json")))
+    assert r["two_mb"] >= r["one_mb"] > 0
+    c = idle_poll_cpu(2)
+    assert positive(c["cpu_ms_per_poll"])
