@@ -1,4 +1,4 @@
-"""``edge-agent``: run the agent, validate a config, run the demo, show status."""
+"""``edge-agent``: run the agent, validate a config, run the demo, show status, check a device (doctor)."""
 
 from __future__ import annotations
 
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_status_parser(sub)
+    from agent.doctor.cli import add_doctor_parser  # noqa: PLC0415
+
+    add_doctor_parser(sub)
     return parser
 
 

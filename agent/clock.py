@@ -68,3 +68,8 @@ class ClockState:
             synced = _adjtimex_synced()
             self._state = 1 if synced else 0
         return self._state
+
+
+def kernel_synced() -> bool | None:
+    """The kernel's verdict right now: True synchronised, False not, None when adjtimex gives no answer."""
+    return _adjtimex_synced()

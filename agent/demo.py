@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 SUMMARY_KEYS = ("published", "verified", "stored", "rejected", "gaps")
+DEMO_AGGREGATOR = "demo-aggregator"
 
 
 @dataclass
@@ -57,17 +58,21 @@ def _model_path() -> Path:
 
 
 def _provision(work: Path, device_id: str) -> tuple[Path, Path, Path, Path]:
-    """Fleet CA, device key (0600, on the 'device'), certificate, CRL. Returns key, cert, CA bundle, CRL."""
+    """Fleet CA, device key (0600, on the 'device'), certificate, CRL, and the aggregator's receipt-signing
+    identity (``work/aggregator/keys``). Returns the device key, its cert, the CA bundle and the CRL."""
     from provisioning import FleetCa, create_file_key  # noqa: PLC0415
 
     now = datetime.now(timezone.utc)
     key_path = work / "device" / "keys" / "device.key"
     signer = create_file_key(key_path)
+    agg_signer = create_file_key(work / "aggregator" / "keys" / "aggregator.key")
     ca = FleetCa.init(work / "fleet-ca", "demo-fleet", now=now)
     try:
         _row, cert = ca.issue(device_id, signer.public_key(), now=now, days=1)
         cert_path = work / "device" / "keys" / "device.crt"
         cert_path.write_bytes(ca.chain_pem(cert))
+        _row, agg_cert = ca.issue(DEMO_AGGREGATOR, agg_signer.public_key(), now=now, days=1, role="aggregator")
+        (work / "aggregator" / "keys" / "aggregator.crt").write_bytes(ca.chain_pem(agg_cert))
         bundle = work / "fleet-ca.pem"
         bundle.write_bytes(ca.ca_bundle)
         ca.write_crl(now=now)
@@ -157,12 +162,13 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
         prefix = f"edge/v1/demo-{secrets.token_hex(3)}" if broker_url else "edge/v1"
         key_path, cert_path, bundle, crl = _provision(work, device_id)
         store_path = work / "aggregator" / "records.db"
-        store_path.parent.mkdir()
         agg_cfg = parse_aggregator_config({
             "mqtt": {"url": url, "protocol": protocol, "client_id": f"demo-aggregator-{secrets.token_hex(3)}",
                      "topic_prefix": prefix},
             "store": {"url": str(store_path)},
             "trust": {"ca_files": [str(bundle)], "crl_files": [str(crl)]},
+            "identity": {"key": f"file:{work / 'aggregator' / 'keys' / 'aggregator.key'}",
+                         "cert_file": str(work / "aggregator" / "keys" / "aggregator.crt")},
         }, str(work / "aggregator.toml"))
         agg = AggregatorService(agg_cfg)
         agg.start()
@@ -180,6 +186,7 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
             "outbox": {"path": str(work / "device" / "outbox.db"), "delivery": "aggregator", "resend_after_s": 5.0},
             "mqtt": {"url": url, "protocol": protocol, "topic_prefix": prefix, "keepalive_s": 15},
             "telemetry": {"interval_s": max(2.0, seconds / 4)},
+            "receipts": {"ca_file": str(bundle), "crl_file": str(crl), "path": str(work / "device" / "receipt.cose")},
         }, str(work / "agent.toml"))
         check_environment(agent_cfg)
         agent = Agent(agent_cfg)

@@ -61,7 +61,7 @@ class Draft:
     kind: str
     stream: str
     topic: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | bytes  # a map, or its deterministic CBOR already encoded (results)
     capture_ms: int
     clock_state: int = 0
     retain: bool = False
@@ -138,6 +138,7 @@ class Outbox:
         self.evicted_records = self._meta("evicted_records")
         self.evicted_bytes = self._meta("evicted_bytes")
         self.refused_oversize = 0
+        self.delivered = 0  # rows deleted as delivered (ack or PUBACK) since open: metrics
         version = self._meta("schema_version")
         if version == 0:
             self._set_meta_now("schema_version", SCHEMA_VERSION)
@@ -189,6 +190,7 @@ class Outbox:
         evicted_bytes = self.evicted_bytes
         db = self._db
         inserts: list[tuple[int, str, int, bytes, int]] = []  # written by _insert_rows, a few statements per turn
+        removed = 0
         try:
             db.execute("BEGIN IMMEDIATE")
             removed, freed = self._delete_runs(delete_seqs)
@@ -246,6 +248,7 @@ class Outbox:
         self.last_seq = seq
         self.stored_bytes = stored
         self.depth = depth
+        self.delivered += removed
         self.evicted_records = evicted_records
         self.evicted_bytes = evicted_bytes
         self.refused_oversize += len(result.refused)
@@ -273,6 +276,7 @@ class Outbox:
                 pass
             raise OutboxError(f"cannot delete acknowledged rows from outbox {self.path}: {e}") from e
         self.acked_seq = seq
+        self.delivered += int(row[0])
         self.depth -= int(row[0])
         self.stored_bytes -= int(row[1])
         return int(row[0])
@@ -303,6 +307,7 @@ class Outbox:
                 self._db.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error:  # pragma: no cover - the next commit reports a broken database
                 pass
+        self.delivered += removed
         self.depth -= removed
         self.stored_bytes -= freed
         return removed

@@ -100,6 +100,24 @@ class ReceiptsConfig:
     ca_file: str | None = None  # fleet CA (PEM); None: mqtt.ca_file
     crl_file: str | None = None  # the fleet CRL (PEM or DER), re-read when it changes
     path: str = ""  # latest valid receipt; empty: receipt.cose next to the outbox (the parser fills it in)
+    log_vkey: str | None = None  # the transparency log's verifier key: receipts' log proofs are checked
+
+
+@dataclass(frozen=True)
+class UpdatesConfig:
+    """Signed model updates (DESIGN §11, docs/model-updates.md): where the repository is, what to trust."""
+
+    repository_url: str  # http(s)://host[/path]: metadata under <url>/metadata/, models under <url>/targets/
+    root: str  # the trusted root.json shipped in the image (1.root.json of the release repository)
+    dir: str = ""  # TUF metadata, verified models, state.json; empty: updates/ next to the outbox
+    poll_interval_s: float = 3600.0
+    fetch_timeout_s: float = 30.0
+    max_model_bytes: int = 64 * 1024 * 1024
+    max_metadata_bytes: int = 1024 * 1024  # root, snapshot, targets (timestamp: at most 16 KiB)
+    health_window_s: float = 30.0  # after a switch: watch this long before committing the new version
+    health_min_windows: int = 5
+    latency_factor: float = 4.0  # median live latency may be this many times the golden run's + slack
+    latency_slack_us: float = 500.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,26 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics (docs/metrics.md): off, a loopback HTTP port, or node-exporter's textfile collector."""
+
+    mode: str = "off"  # "off" | "http" | "textfile"
+    bind: str = "127.0.0.1"  # http: a loopback address only
+    port: int = 9464  # http
+    textfile_path: str = "/var/lib/prometheus/node-exporter/edge_agent.prom"  # textfile: must end in .prom
+    interval_s: float = 15.0  # textfile: rewritten this often
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """What ``edge-agent doctor`` checks against (docs/doctor.md)."""
+
+    unit: str = "edge-agent.service"  # the systemd unit whose state and watchdog are checked
+    wear_budget_bytes_per_day: int = 1 << 30  # writes per day the storage may take for its rated life
+    probe_timeout_s: float = 5.0  # each network step and the serial HELLO
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole agent configuration, validated."""
 
@@ -138,6 +176,9 @@ class AgentConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    updates: UpdatesConfig | None = None  # None: no [updates] table, the shipped models run forever
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

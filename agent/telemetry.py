@@ -5,22 +5,31 @@ the agent's RSS and the system's available memory, temperatures, free disk at th
 (per-pipeline inference latency p50/p99, records per second, serial frame errors), the outbox (depth,
 bytes, evictions, write errors) and the MQTT link (reconnects, dead links).
 
-Pure core: ``telemetry_payload(snapshot, host, rates)`` and ``rates_between`` take numbers and return
-numbers. I/O shell: ``host_health`` (psutil) and ``TelemetryBuilder``, which remembers the previous counts
-so it can report rates. Temperatures are ``{}`` on hosts without sensors (VMs): that is normal.
+Pure core: ``telemetry_payload(snapshot, host, rates)``, ``rates_between`` and ``cpu_percent_between``
+take numbers and return numbers. I/O shell: ``host_health`` (psutil), ``CpuMeter`` and ``TelemetryBuilder``,
+which remembers the previous counts so it can report rates. Temperatures are ``{}`` on hosts without
+sensors (VMs): that is normal.
+
+CPU figures are measured between two builds of the *same* builder: each ``TelemetryBuilder`` owns a
+``CpuMeter`` with its own baseline of CPU times. psutil's ``cpu_percent(interval=None)`` keeps one baseline
+per process (and per ``Process`` object), so the status writer (every 5 s) and the telemetry loop (every
+60 s) used to reset each other's: the signed telemetry figure covered only the few seconds since the last
+status write, and a busy minute could show up as 0 %.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import psutil
 
-__all__ = ["FIELDS", "TelemetryBuilder", "host_health", "rates_between", "telemetry_payload"]
+__all__ = ["FIELDS", "CpuMeter", "CpuSample", "TelemetryBuilder", "cpu_percent_between", "host_health",
+           "rates_between", "telemetry_payload"]
 
 _proc = psutil.Process()
 
@@ -39,11 +48,12 @@ FIELDS: tuple[str, ...] = (
     "mqtt.connect_failures_by_cause",
     "receipts.delivery", "receipts.received", "receipts.stale", "receipts.duplicate", "receipts.invalid",
     "receipts.records_rejected", "receipts.signer", "receipts.epoch", "receipts.settled", "receipts.time",
-    "pipelines",
+    "receipts.log_state", "receipts.log_size", "receipts.log_evidence_files",
+    "pipelines", "updates",
 )
 PIPELINE_FIELDS: tuple[str, ...] = (
     "windows", "results", "errors", "latency_us.p50", "latency_us.p99", "records_per_s", "frame_errors",
-    "lost_frames",
+    "lost_frames", "model",
 )
 
 
@@ -77,8 +87,60 @@ def counts_of(snapshot: Mapping[str, Any]) -> dict[str, int]:
     return out
 
 
-def host_health(outbox_path: str) -> dict[str, Any]:
-    """CPU, load, memory, temperatures and free disk at the outbox (psutil). Never raises for a missing reading."""
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU times at one instant, in seconds: the whole host (``total``, ``busy``) and this process."""
+
+    wall: float  # monotonic clock
+    total: float  # every CPU's time, all states (guest time excluded: it is already in user time)
+    busy: float  # total minus idle and iowait
+    process: float  # this process: user + system
+
+
+def cpu_percent_between(prev: CpuSample, cur: CpuSample) -> tuple[float, float]:
+    """(host %, process %) between two samples, the way psutil computes them.
+
+    Host: busy share of all CPUs, 0..100. Process: CPU seconds per wall second x 100, so one busy thread is
+    100 and a process can exceed 100 on several cores. A counter that went backwards (a new baseline after a
+    CPU went offline) or no elapsed time gives 0.
+    """
+    d_total = cur.total - prev.total
+    d_busy = cur.busy - prev.busy
+    d_wall = cur.wall - prev.wall
+    host = 0.0 if d_total <= 0 else min(100.0, max(0.0, 100.0 * d_busy / d_total))
+    proc = 0.0 if d_wall <= 0 else max(0.0, 100.0 * (cur.process - prev.process) / d_wall)
+    return round(host, 1), round(proc, 1)
+
+
+def _cpu_sample(clock: Callable[[], float]) -> CpuSample:
+    t = psutil.cpu_times()
+    total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    busy = total - t.idle - getattr(t, "iowait", 0.0)
+    p = _proc.cpu_times()
+    return CpuSample(wall=clock(), total=total, busy=busy, process=p.user + p.system)
+
+
+class CpuMeter:
+    """CPU use since the previous reading of *this* meter (its own baseline; see the module docstring)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._prev = _cpu_sample(clock)
+
+    def read(self) -> tuple[float, float]:
+        """(host %, agent %) since the previous ``read`` (or since the meter was made)."""
+        cur = _cpu_sample(self._clock)
+        out = cpu_percent_between(self._prev, cur)
+        self._prev = cur
+        return out
+
+
+def host_health(outbox_path: str, cpu: CpuMeter | None = None) -> dict[str, Any]:
+    """CPU, load, memory, temperatures and free disk at the outbox (psutil). Never raises for a missing reading.
+
+    ``cpu`` is the caller's meter (CPU use since its previous reading); without one the CPU figures cover
+    the last 0.1 s.
+    """
     temps: dict[str, float] = {}
     try:
         for name, entries in (psutil.sensors_temperatures() or {}).items():
@@ -92,14 +154,18 @@ def host_health(outbox_path: str) -> dict[str, Any]:
         disk_free = psutil.disk_usage(os.path.dirname(os.path.abspath(outbox_path))).free
     except OSError:
         disk_free = -1
+    if cpu is None:
+        cpu = CpuMeter()
+        time.sleep(0.1)
+    host_cpu, agent_cpu = cpu.read()
     vm = psutil.virtual_memory()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:  # pragma: no cover - every Linux has it
         load = [0.0, 0.0, 0.0]
     return {
-        "cpu_percent": psutil.cpu_percent(interval=None),
-        "agent_cpu_percent": _proc.cpu_percent(interval=None),
+        "cpu_percent": host_cpu,
+        "agent_cpu_percent": agent_cpu,
         "load": load,
         "rss_bytes": _proc.memory_info().rss,
         "mem_available_bytes": vm.available,
@@ -127,6 +193,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "records_per_s": rates.get(f"pipeline:{stream}", 0.0),
             "frame_errors": _frame_errors(src),
             "lost_frames": int(src.get("lost_frames", 0)),
+            "model": dict(p.get("model", {})),
         }
     connects = int(mq.get("connects", 0))
     return {
@@ -169,18 +236,23 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "epoch": rc.get("epoch"),
             "settled": rc.get("settled"),
             "time": rc.get("time"),
+            "log_state": (rc.get("log") or {}).get("state", "off"),  # ok | inconsistent | off
+            "log_size": (rc.get("log") or {}).get("size"),
+            "log_evidence_files": int((rc.get("log") or {}).get("evidence_files", 0)),
         },
         "pipelines": pipelines,
+        "updates": dict(snapshot.get("updates") or {"enabled": False}),
     }
 
 
 class TelemetryBuilder:
-    """Builds payloads from successive snapshots, reporting rates since the previous build."""
+    """Builds payloads from successive snapshots, reporting rates and CPU use since the previous build."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
         self._prev: dict[str, int] | None = None
         self._prev_t = 0.0
+        self.cpu = CpuMeter()  # this builder's own CPU baseline: the first build covers the time since here
 
     def build(self, snapshot: Mapping[str, Any], host: Mapping[str, Any] | None = None) -> dict[str, Any]:
         now = self._clock()
@@ -191,4 +263,6 @@ class TelemetryBuilder:
         else:
             rates = rates_between(self._prev, counts, now - self._prev_t)
         self._prev, self._prev_t = counts, now
+        if host is None:
+            host = host_health(str(snapshot["outbox"]["path"]), self.cpu)
         return telemetry_payload(snapshot, host, rates)

@@ -5,7 +5,6 @@ PostgreSQL), ``MqttLink`` and ``AggregatorService`` are the I/O shells; ``edge-a
 docs/aggregator.md describes reject reasons, the ack payload and scale-out.
 """
 
-from aggregator.acks import AckBatcher, decode_ack, encode_ack
 from aggregator.config import AggregatorConfig, MqttSettings, StoreSettings, TrustSettings, load_config, parse_config
 from aggregator.errors import AggregatorError, BrokerError, ConfigError, Rejected, StoreError, StoreNotFound, TrustError
 from aggregator.sequence import Decision, DeviceBook
@@ -16,7 +15,6 @@ from aggregator.trust import DeviceKey, TrustStore, check_device_chain, load_reg
 from aggregator.verifier import GapInfo, Limits, VerifiedRecord, Verifier
 
 __all__ = [
-    "AckBatcher",
     "AggregatorConfig",
     "AggregatorError",
     "AggregatorService",
@@ -44,8 +42,6 @@ __all__ = [
     "Verifier",
     "ack_topic",
     "check_device_chain",
-    "decode_ack",
-    "encode_ack",
     "load_config",
     "load_registry",
     "load_trust_store",

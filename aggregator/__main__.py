@@ -4,4 +4,5 @@ import sys
 
 from aggregator.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned worker process (audit --jobs) imports this module again
+    sys.exit(main())

@@ -24,14 +24,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from aggregator.audit.cli import add_parser as add_audit_parser
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError, Rejected, StoreNotFound
+from aggregator.ledger.cli import add_parser as add_ledger_parser
 from aggregator.service import AggregatorService
 from aggregator.store import open_store
 from aggregator.topics import TopicInfo, parse_topic
-from aggregator.trust import DeviceKey, TrustStore, load_certificates, load_crl, load_registry
-from aggregator.verifier import Limits, Verifier, gap_info, skew_flags
-from envelope import EnvelopeError, Record, kid_for, open_record
+from aggregator.trust import TrustStore, load_certificates, load_crl, load_registry
+from aggregator.verifier import Limits, Verifier, embedded_key, gap_info, skew_flags
+from envelope import EnvelopeError, Record, open_record
 from provisioning.cliutil import run_main
 
 log = logging.getLogger(__name__)
@@ -155,14 +157,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         received_ms = int(now.timestamp() * 1000)
         if not cas and not args.registry:
             # No trust anchor: check the signature against the record's own certificate, and say so.
-            if not record.x5chain:
-                raise Rejected("unknown_kid", "no --trust CA or --registry given and the record carries no x5chain")
-            from cryptography import x509  # noqa: PLC0415
-
-            public = x509.load_der_x509_certificate(record.x5chain[0]).public_key()
-            if kid_for(public) != record.kid:  # type: ignore[arg-type]
-                raise Rejected("key_mismatch", "record kid is not the embedded certificate's key")
-            trust.add(DeviceKey(record.device_id, record.kid, public, "x5chain-untrusted"))  # type: ignore[arg-type]
+            trust.add(embedded_key(record))
             rec = dataclasses.replace(record, x5chain=())
             vr = Verifier(trust, args.prefix, Limits(args.max_bytes)).verify_record(rec, info, received_ms)
             result["trusted"] = False
@@ -261,8 +256,9 @@ def _export_row(row: dict[str, Any], with_record: bool) -> dict[str, Any]:
     out = {k: _jsonable(v) for k, v in row.items() if k != "record"}
     try:
         out["payload"] = _jsonable(open_record(row["record"], max_bytes=len(row["record"])).payload())
-    except EnvelopeError:
+    except EnvelopeError as e:  # stored before the payload profile was enforced: say why
         out["payload"] = None
+        out["payload_error"] = f"{e.reason}: {e}"
     if with_record:
         out["record_b64"] = base64.b64encode(row["record"]).decode()
     return out
@@ -337,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--output", "-o", help="write here instead of stdout")
             sp.add_argument("--no-record", action="store_true", help="jsonl: omit the verbatim record (base64)")
             sp.set_defaults(func=cmd_export)
+    add_ledger_parser(sub)
+    add_audit_parser(sub)
     return p
 
 

@@ -6,6 +6,7 @@ only resolved against the config file's directory). ``examples/aggregator.toml``
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -65,7 +66,7 @@ class TrustSettings:
 @dataclass(frozen=True)
 class IdentitySettings:
     """The aggregator's own identity, required to sign receipts (DESIGN §8; made with
-    ``edge-provision aggregator init``). Without it the worker publishes the old unsigned ack."""
+    ``edge-provision aggregator init``). Without it the worker publishes no receipts at all."""
 
     key: str | None = None  # key URI: file:/path (or a plain path) or pkcs11:token=...;object=...
     cert_file: str | None = None  # the aggregator certificate (PEM; may hold the chain, leaf first)
@@ -82,6 +83,57 @@ class HoldSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """The transparency log (DESIGN §9, docs/transparency.md): on when ``key_file`` is set.
+
+    Every worker of a deployment gets the same key and origin: whichever holds the integrator lock signs.
+    """
+
+    key_file: str | None = None  # the log's Ed25519 key, PKCS#8 PEM, 0600 (edge-provision log init)
+    origin: str = ""  # checkpoint origin line and note key name, "<fleet>/<log name>"
+    checkpoint_interval_s: float = 1.0  # a checkpoint when the tree grew, at most this often
+    integrate_max: int = 20_000  # records given an index per integration transaction
+    keep_checkpoints: int = 1000  # signed checkpoints kept in the store (the newest)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The fleet web page and ``/metrics`` (``aggregator.web``, extra ``web``; docs/web.md).
+
+    Loopback by default. Bound elsewhere it needs TLS and a bearer token file: the page shows the whole fleet."""
+
+    enabled: bool = False  # serve the web app (uvicorn, in the aggregator process)
+    track_fleet: bool = False  # keep the fleet view tables current without serving (other workers of a group)
+    host: str = "127.0.0.1"
+    port: int = 8780  # 0: any free port (tests)
+    tls_cert_file: str | None = None  # PEM certificate (chain) for HTTPS
+    tls_key_file: str | None = None
+    token_file: str | None = None  # bearer token (one line); required off loopback, optional on it
+    title: str = "edge fleet"
+    page_size: int = 50  # fleet rows per page (a page may ask for 10..200)
+    push_interval_ms: int = 500  # live updates: at most one push per page this often
+    device_window_s: int = 3600  # how far back the device page plots
+    attention_outbox_depth: int = 1000  # "needs attention": more records than this waiting on the device
+    attention_cert_days: int = 14  # "needs attention": certificate expiring within this many days
+    attention_window_s: int = 3600  # "needs attention": a reject within this window
+
+    @property
+    def tracking(self) -> bool:
+        """Whether this worker maintains the fleet view (serving it implies tracking)."""
+        return self.enabled or self.track_fleet
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1): the only binds allowed without TLS."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     """The whole aggregator configuration."""
 
@@ -90,6 +142,8 @@ class AggregatorConfig:
     trust: TrustSettings = field(default_factory=TrustSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     hold: HoldSettings = field(default_factory=HoldSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     max_record_bytes: int = 64 * 1024
     max_skew_s: float = 300.0
     queue_size: int = 20_000
@@ -116,7 +170,8 @@ def _section(cls: Any, data: Any, key: str, problems: list[tuple[str, str]], bas
             problems.append((path, f"unknown key; expected one of {sorted(known)}"))
             continue
         typ = str(f.type)
-        if typ in ("MqttSettings", "StoreSettings", "TrustSettings", "IdentitySettings", "HoldSettings"):
+        if typ in ("MqttSettings", "StoreSettings", "TrustSettings", "IdentitySettings", "HoldSettings",
+                   "LogSettings", "WebSettings"):
             continue
         if typ.startswith("tuple"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -139,11 +194,11 @@ def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorCon
     problems: list[tuple[str, str]] = []
     base = Path(source).parent if source != "<config>" else Path(".")
     top = dict(doc)
-    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust", "identity", "hold")}
+    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust", "identity", "hold", "log", "web")}
     agg = top.pop("aggregator", {})
     for name in top:
         problems.append((name, "unknown key; expected tables [aggregator], [mqtt], [store], [trust], [identity], "
-                         "[hold]"))
+                         "[hold], [log], [web]"))
     mqtt = MqttSettings(**_section(MqttSettings, sections["mqtt"], "mqtt", problems, base))
     store_kw = _section(StoreSettings, sections["store"], "store", problems, base)
     url = store_kw.get("url")
@@ -159,9 +214,11 @@ def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorCon
         ident_kw["key"] = f"file:{base / key[5:]}"
     identity = IdentitySettings(**ident_kw)
     hold = HoldSettings(**_section(HoldSettings, sections["hold"], "hold", problems, base))
+    log_settings = LogSettings(**_section(LogSettings, sections["log"], "log", problems, base))
+    web = WebSettings(**_section(WebSettings, sections["web"], "web", problems, base))
     kw = _section(AggregatorConfig, agg, "aggregator", problems, base)
-    cfg = AggregatorConfig(mqtt=mqtt, store=store, trust=trust, identity=identity, hold=hold, source_file=source,
-                           **kw)
+    cfg = AggregatorConfig(mqtt=mqtt, store=store, trust=trust, identity=identity, hold=hold, log=log_settings,
+                           web=web, source_file=source, **kw)
     problems += check(cfg)
     if problems:
         raise ConfigError(source, problems)
@@ -211,8 +268,54 @@ def check(cfg: AggregatorConfig) -> list[tuple[str, str]]:
             p.append((f"hold.{name}", f"expected {lo}..{hi}, got {getattr(cfg.hold, name)}"))
     if not 0 <= cfg.hold.max_age_s <= 86_400:
         p.append(("hold.max_age_s", f"expected 0..86400 seconds, got {cfg.hold.max_age_s}"))
+    p += _check_log(cfg)
+    p += _check_web(cfg)
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         p.append(("aggregator.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}"))
+    return p
+
+
+def _check_log(cfg: AggregatorConfig) -> list[tuple[str, str]]:
+    lg, p = cfg.log, []
+    if lg.key_file is None:
+        if lg.origin:
+            p.append(("log.key_file", "log.origin is set but log.key_file is not: the log needs its key"))
+        return p
+    if not lg.origin or len(lg.origin) > 200 or any(c.isspace() or c == "+" or ord(c) < 0x20 for c in lg.origin):
+        p.append(("log.origin", f"expected \"<fleet>/<log name>\" without spaces or +, got {lg.origin!r:.80}"))
+    if not 0.01 <= lg.checkpoint_interval_s <= 3600:
+        p.append(("log.checkpoint_interval_s", f"expected 0.01..3600 seconds, got {lg.checkpoint_interval_s}"))
+    if not 1 <= lg.integrate_max <= 1_000_000:
+        p.append(("log.integrate_max", f"expected 1..1000000, got {lg.integrate_max}"))
+    if not 1 <= lg.keep_checkpoints <= 10**7:
+        p.append(("log.keep_checkpoints", f"expected 1..10000000, got {lg.keep_checkpoints}"))
+    if cfg.max_record_bytes > 65_536:  # C2SP entry bundles prefix each entry with a 16-bit length
+        p.append(("aggregator.max_record_bytes", f"with [log] at most 65535 (tlog-tiles entry bundles; the "
+                  f"default 65536 is taken as 65535), got {cfg.max_record_bytes}"))
+    return p
+
+
+def _check_web(cfg: AggregatorConfig) -> list[tuple[str, str]]:
+    w = cfg.web
+    p: list[tuple[str, str]] = []
+    if not w.host or any(c.isspace() for c in w.host):
+        p.append(("web.host", f"expected a host name or address, got {w.host!r}"))
+    elif not is_loopback(w.host) and not (w.tls_cert_file and w.tls_key_file and w.token_file):
+        p.append(("web.host", f"binding to {w.host!r} (not loopback) needs web.tls_cert_file, web.tls_key_file and "
+                  "web.token_file: the page shows the whole fleet"))
+    if bool(w.tls_cert_file) != bool(w.tls_key_file):
+        p.append(("web.tls_cert_file" if w.tls_key_file else "web.tls_key_file",
+                  "web.tls_cert_file and web.tls_key_file go together"))
+    for name, lo, hi in (("port", 0, 65535), ("page_size", 10, 200), ("push_interval_ms", 50, 10_000),
+                         ("device_window_s", 60, 7 * 86_400), ("attention_outbox_depth", 1, 10**9),
+                         ("attention_cert_days", 0, 3650), ("attention_window_s", 60, 30 * 86_400)):
+        if not lo <= getattr(w, name) <= hi:
+            p.append((f"web.{name}", f"expected {lo}..{hi}, got {getattr(w, name)}"))
+    if not w.title or len(w.title) > 80:
+        p.append(("web.title", "expected a title of 1..80 characters"))
+    if w.tracking and cfg.store.url == ":memory:":
+        p.append(("web.enabled" if w.enabled else "web.track_fleet",
+                  "the web page reads the store over its own connections: store.url must be a file or PostgreSQL"))
     return p
 
 

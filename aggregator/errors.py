@@ -52,3 +52,7 @@ class StoreNotFound(StoreError):
 
 class BrokerError(AggregatorError):
     """The MQTT broker cannot be reached or refused us (our I/O)."""
+
+
+class LogError(AggregatorError):
+    """The transparency log's key is unusable, or its stored tree contradicts a checkpoint we signed."""

@@ -6,11 +6,16 @@ gaps: policy gaps announced by gap records. rejects: counts by (device, reason).
 device_keys: keys learned from birth records, so a restarted worker knows devices whose birth it missed.
 settled_rejects, device_marks: what settles besides stored records (permanent rejects, low-water marks).
 equivocations: second versions of an already stored (device, seq), kept as evidence.
+log_*: the transparency log (DESIGN §9): ``records.log_index`` is a record's leaf index (NULL until the
+integrator reaches it); ``log_tiles`` the tree's perfect nodes in C2SP tiles (rows 0..7 of each tile, so a
+proof reads O(log n) tiles and never re-hashes); ``log_state`` the integrated size and root (one row, the
+integrators' lock); ``log_checkpoints`` the latest signed checkpoints; ``log_receipts`` the checkpoint size
+last sent to each device.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # PostgreSQL advisory lock taken (transaction-scoped) around schema creation and migrations, so workers started
 # together on a fresh database serialise instead of racing in the catalog (concurrent ``CREATE ... IF NOT
@@ -21,7 +26,9 @@ SCHEMA_LOCK_KEY = int.from_bytes(b"edgeagg1", "big", signed=True)
 # ``CREATE ... IF NOT EXISTS`` cannot make on an existing table (new columns, changed keys). ``ddl()`` always
 # describes the latest layout; a fresh store gets it and skips every migration. Each migration runs once, in
 # the transaction that records the new version, under the lock above.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE records ADD COLUMN log_index BIGINT"],  # the transparency log's leaf index (DESIGN §9)
+}
 
 
 class SchemaVersionError(ValueError):
@@ -88,6 +95,7 @@ def ddl(blob: str) -> list[str]:
             model_sha256 {blob},
             input_sha256 {blob},
             record {blob} NOT NULL,
+            log_index BIGINT,
             PRIMARY KEY (device_id, seq)
         )""",
         "CREATE INDEX IF NOT EXISTS records_received ON records (received_ms)",
@@ -145,8 +153,42 @@ def ddl(blob: str) -> list[str]:
             record {blob} NOT NULL,
             PRIMARY KEY (device_id, seq, sha256)
         )""",
+        f"""CREATE TABLE IF NOT EXISTS log_tiles (
+            level SMALLINT NOT NULL,
+            idx BIGINT NOT NULL,
+            width SMALLINT NOT NULL,
+            nodes {blob} NOT NULL,
+            PRIMARY KEY (level, idx)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS log_state (
+            id SMALLINT PRIMARY KEY,
+            size BIGINT NOT NULL,
+            root {blob} NOT NULL,
+            updated_ms BIGINT NOT NULL
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS log_checkpoints (
+            size BIGINT PRIMARY KEY,
+            root {blob} NOT NULL,
+            issued_ms BIGINT NOT NULL,
+            issuer TEXT NOT NULL,
+            note TEXT NOT NULL
+        )""",
+        # the checkpoint size in the last receipt each device was sent: where its next consistency proof starts
+        """CREATE TABLE IF NOT EXISTS log_receipts (
+            device_id TEXT PRIMARY KEY,
+            size BIGINT NOT NULL
+        )""",
         """CREATE TABLE IF NOT EXISTS meta (
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL
         )""",
+    ]
+
+
+def log_indexes() -> list[str]:
+    """Indexes on ``records.log_index``, created after the column exists (older stores gain it by migration)."""
+    return [
+        "CREATE UNIQUE INDEX IF NOT EXISTS records_log_index ON records (log_index) WHERE log_index IS NOT NULL",
+        # the integrator's queue and a device's not-yet-logged seqs: only unlogged rows are in it
+        "CREATE INDEX IF NOT EXISTS records_unlogged ON records (device_id, seq) WHERE log_index IS NULL",
     ]

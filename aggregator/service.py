@@ -14,24 +14,24 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
-from aggregator.acks import AckBatcher, encode_ack
 from aggregator.config import AggregatorConfig
-from aggregator.errors import Rejected, StoreError, TrustError
+from aggregator.errors import ConfigError, Rejected, StoreError, TrustError
 from aggregator.hold import Hold, HoldLimits
 from aggregator.identity import Identity, load_identity
 from aggregator.mqtt_link import Inbound, MqttLink
 from aggregator.presence import PresenceEvent
 from aggregator.receipts import ReceiptBatcher
 from aggregator.store import BatchResult, RejectEvent, Store, open_store
+from aggregator.tlog import LogIntegrator, ReceiptLog, load_log_signer
 from aggregator.topics import OFFLINE_PAYLOAD, ack_topic, parse_topic, subscriptions
 from aggregator.trust import TrustStore, load_crl, load_registry, load_trust_store
 from aggregator.verifier import Limits, VerifiedRecord, Verifier
-from envelope import labels, seal_receipt
+from envelope import Receipt, labels, seal_receipt
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class AggregatorStats:
     policy_gap_seqs: int = 0
     skew_flagged: int = 0
     offline_events: int = 0
-    acks_published: int = 0  # receipts (or, without [identity], unsigned acks) published
+    acks_published: int = 0  # signed receipts published
     held: int = 0  # records whose key was unknown, held for the birth record
     released: int = 0  # held records verified again after the birth record arrived
     equivocations: int = 0
@@ -72,6 +72,26 @@ class AggregatorStats:
         return d
 
 
+@dataclass(frozen=True)
+class CommittedBatch:
+    """What one batch did, handed to observers after its commit (in the store thread)."""
+
+    verified: Sequence[VerifiedRecord]
+    rejects: Sequence[RejectEvent]
+    offline: Sequence[tuple[str, int]]
+    result: BatchResult
+    commit_s: float  # how long the store's commit_batch took (the successful attempt)
+
+
+class BatchObserver(Protocol):
+    """Something that follows the store thread's work (the fleet view, metrics). Called in the store thread
+    after each commit: keep it short, and never raise (a failure is logged and the observer kept)."""
+
+    def batch_committed(self, batch: CommittedBatch) -> None: ...
+
+    def receipts_published(self, receipts: Sequence[Receipt]) -> None: ...
+
+
 class AggregatorService:
     """One aggregator worker: ``start()``, ``stats()``, ``stop()``. ``edge-aggregator run`` wraps it."""
 
@@ -81,10 +101,9 @@ class AggregatorService:
         self._clock = clock
         self._trust_given = trust
         self.trust = trust or TrustStore()
-        self.verifier = Verifier(self.trust, config.mqtt.topic_prefix,
-                                 Limits(config.max_record_bytes, int(config.max_skew_s * 1000)))
+        max_bytes = min(config.max_record_bytes, 65_535) if config.log.key_file else config.max_record_bytes
+        self.verifier = Verifier(self.trust, config.mqtt.topic_prefix, Limits(max_bytes, int(config.max_skew_s * 1000)))
         self._queue: queue.Queue[Any] = queue.Queue(config.queue_size)
-        self._acks = AckBatcher(config.ack_interval_ms)
         self.identity: Identity | None = None
         self._receipts: ReceiptBatcher | None = None
         self._hold: Hold[Inbound] = Hold(HoldLimits(config.hold.max_records, config.hold.max_bytes,
@@ -100,6 +119,15 @@ class AggregatorService:
         self._link: MqttLink | None = None
         self._failure: BaseException | None = None
         self.heartbeat = time.monotonic()
+        self.log_integrator: LogIntegrator | None = None  # when [log] is configured
+        self._receipt_log: ReceiptLog | None = None
+        self._observers: list[BatchObserver] = []
+        self._observer_failures: Counter[str] = Counter()
+        self._last_commit_s = 0.0
+        self._web: Any = None  # aggregator.web.server.WebServer when [web] is enabled
+        self._web_routes: list[Any] = []
+        self._web_nav: list[tuple[str, str]] = []
+        self.fleet: Any = None  # aggregator.web.tracker.FleetTracker when [web] tracks the fleet
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -111,8 +139,15 @@ class AggregatorService:
                                           cfg.trust.bundle_files)
             self.verifier.trust = self.trust
         self._start_identity()
+        self._start_log()
         self._store = open_store(cfg.store.url, schema=cfg.store.schema)
         self._restore_keys(self._store)
+        try:
+            self._start_web()
+        except Exception:
+            self._stop_web()
+            self._store.close()
+            raise
         self._accepting = True
         self._thread = threading.Thread(target=self._run, name="aggregator-store", daemon=True)
         self._thread.start()
@@ -124,6 +159,7 @@ class AggregatorService:
             self._accepting = False
             self._queue.put(_STOP)
             self._thread.join(timeout)
+            self._stop_web()
             self._store.close()
             raise
         log.info("aggregator started: store %s, %d subscriptions, group %r", self._store.where, len(subs),
@@ -141,6 +177,7 @@ class AggregatorService:
                       timeout)
         if self._link is not None:
             self._link.stop()
+        self._stop_web()
         if self._store is not None:
             self._store.close()
         self._thread = None
@@ -168,6 +205,72 @@ class AggregatorService:
                                **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
                                   if k not in ("rejected", "queue_depth", "devices")})
 
+    # ---- observers and the web page (aggregator.web, DESIGN §12) ---------------------------------------
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        """Follow every committed batch and published receipt (add before ``start()`` to see the retained
+        birth records delivered at subscribe time)."""
+        self._observers.append(observer)
+
+    def add_web_routes(self, routes: Sequence[Any], nav: Sequence[tuple[str, str]] = ()) -> None:
+        """Mount more routes on the web app (Starlette ``Route``/``Mount``), with optional navigation links
+        (label, path); call before ``start()``."""
+        self._web_routes.extend(routes)
+        self._web_nav.extend(nav)
+
+    @property
+    def web_url(self) -> str | None:
+        """Where the web app listens (``http(s)://host:port``), when it runs."""
+        return self._web.url if self._web is not None else None
+
+    def link_state(self) -> dict[str, Any]:
+        """The broker connection as the web page and /metrics show it."""
+        link = self._link
+        if link is None:
+            return {"connected": False, "last_error": ""}
+        return {"connected": link.connected, "last_error": link.last_error}
+
+    def _start_web(self) -> None:
+        web = self.config.web
+        if not web.tracking:
+            return
+        from aggregator.web.tracker import FleetTracker  # noqa: PLC0415 - only when [web] is on
+
+        self.fleet = FleetTracker(self.config.store.url, self.config.store.schema, trust=self.trust,
+                                  clock=self._clock, keep_s=web.device_window_s).open()
+        self.add_observer(self.fleet)
+        if not web.enabled:
+            return
+        try:
+            from aggregator.web.server import WebServer  # noqa: PLC0415 - optional extra "web"
+        except ImportError as e:
+            raise ConfigError(self.config.source_file or "<config>", [(
+                "web.enabled", f"the web page needs the optional extra: pip install 'depin-edge-agent[web]' ({e})")]
+            ) from e
+        self._web = WebServer(self, self.fleet, web, extra_routes=self._web_routes, nav=self._web_nav)
+        self._web.start()
+        log.info("web page at %s", self._web.url)
+
+    def _stop_web(self) -> None:
+        if self._web is not None:
+            self._web.stop()
+            self._web = None
+        if self.fleet is not None:
+            if self.fleet in self._observers:
+                self._observers.remove(self.fleet)
+            self.fleet.close()
+            self.fleet = None
+
+    def _observe(self, what: str, *args: Any) -> None:
+        for obs in list(self._observers):
+            try:
+                getattr(obs, what)(*args)
+            except Exception:
+                name = type(obs).__name__
+                self._observer_failures[name] += 1
+                if self._observer_failures[name] in (1, 10, 100) or self._observer_failures[name] % 1000 == 0:
+                    log.exception("observer %s failed (%d times)", name, self._observer_failures[name])
+
     # ---- network thread ------------------------------------------------------------------------------------
 
     def _enqueue(self, item: Inbound) -> None:
@@ -180,15 +283,42 @@ class AggregatorService:
     # ---- store thread --------------------------------------------------------------------------------------
 
     def _start_identity(self) -> None:
-        """Receipts need [identity]; without it, the unsigned ack of round 1 (to be removed)."""
+        """Receipts need [identity]. Without it this worker stores and verifies but acknowledges nothing: an
+        unsigned ack would let anyone who can write the ack topic make devices delete unstored records."""
         self.identity = load_identity(self.config.identity, self.trust.cas, datetime.now(timezone.utc),
                                       self.trust.bundle)
         if self.identity is None:
-            log.warning("no [identity] configured: publishing UNSIGNED acks; agents that verify receipts will "
-                        "ignore them (edge-provision aggregator init, then set identity.key and identity.cert_file)")
+            log.warning("no [identity] configured: publishing NO receipts, so devices in delivery = aggregator keep "
+                        "every record (edge-provision aggregator init, then set identity.key and identity.cert_file)")
             return
         self._receipts = ReceiptBatcher(self.identity.aggregator_id, self.config.ack_interval_ms)
         log.info("signing receipts as %s", self.identity.subject)
+
+    def _start_log(self) -> None:
+        """[log]: the transparency log (DESIGN §9); receipts then carry log positions."""
+        lg = self.config.log
+        if not lg.key_file:
+            return
+        signer = load_log_signer(lg.key_file, lg.origin)
+        self.log_integrator = LogIntegrator(signer, lg, self.config.mqtt.client_id, self._publish_checkpoint)
+        self._receipt_log = ReceiptLog()
+        log.info("transparency log %s, verifier key %s", lg.origin, signer.vkey)
+
+    def _publish_checkpoint(self, note: bytes) -> None:
+        if self._link is not None:
+            self._link.publish(f"{self.config.mqtt.topic_prefix}/_log/checkpoint", note, retain=True)
+
+    def _tick_log(self) -> None:
+        """Integrate and checkpoint (when this worker leads); hand waiting devices back to the batcher."""
+        assert self._store is not None and self.log_integrator is not None and self._receipt_log is not None
+        self.log_integrator.tick(self._store, self._now_ms())
+        if self._receipts is None:
+            return
+        try:
+            for device_id, (seq, epoch) in self._receipt_log.poll(self._store).items():
+                self._receipts.note(device_id, seq, epoch, force=True)
+        except StoreError as e:
+            log.warning("cannot read the latest checkpoint: %s", e)
 
     def _restore_keys(self, store: Store) -> None:
         now = datetime.now(timezone.utc)
@@ -210,6 +340,8 @@ class AggregatorService:
                 if batch:
                     self._process(batch)
                 self._expire_held()
+                if self.log_integrator is not None:
+                    self._tick_log()
                 now = time.monotonic()
                 if self.config.mqtt.shared_group and now >= refresh_at:
                     self._refresh_acks(now)
@@ -225,7 +357,7 @@ class AggregatorService:
             log.exception("store thread failed")
 
     def _take(self, stopping: bool) -> tuple[list[Inbound], bool]:
-        due = self._receipts.next_due_ms() if self._receipts is not None else self._acks.next_due_ms()
+        due = self._receipts.next_due_ms() if self._receipts is not None else None
         wait = 0.05 if due is None else max(0.0, (due - self._now_ms()) / 1000)
         batch: list[Inbound] = []
         try:
@@ -279,6 +411,9 @@ class AggregatorService:
         result = self._commit(verified, rejects, presence)
         if result is None:
             return  # stopping while the store is down: nothing acked, the broker redelivers
+        if self._observers:
+            offline = [(e.device_id, e.received_ms) for e in presence if not e.online]
+            self._observe("batch_committed", CommittedBatch(verified, rejects, offline, result, self._last_commit_s))
         assert self._link is not None
         if self.config.mqtt.broker_ack == "after_commit":
             for item in batch:
@@ -310,10 +445,8 @@ class AggregatorService:
             self._process([Inbound(r.topic, r.payload, 0, 0, r.retain, r.received_ms) for r in released])
 
     def _note_settled(self, result: BatchResult, birth: set[str]) -> None:
-        """Feed the committed settled points to the receipt (or legacy ack) batcher."""
+        """Feed the committed settled points to the receipt batcher."""
         if self._receipts is None:
-            for device_id, (seq, epoch) in result.acks.items():
-                self._acks.note(device_id, seq, epoch, force=device_id in result.force_ack)
             return
         waiting = self._hold.devices() | birth
         points = dict(result.acks)
@@ -352,7 +485,10 @@ class AggregatorService:
         delay = 0.1
         while True:
             try:
-                return self._store.commit_batch(verified, rejects, presence)
+                t0 = time.perf_counter()
+                result = self._store.commit_batch(verified, rejects, presence)
+                self._last_commit_s = time.perf_counter() - t0
+                return result
             except StoreError as e:
                 with self._lock:
                     self._counts["store_errors"] += 1
@@ -378,11 +514,21 @@ class AggregatorService:
         due = self._receipts.flush(now_ms) if final else self._receipts.due(now_ms)
         if not due:
             return
+        if self._receipt_log is not None:
+            due = self._with_log(due)
         prefix, ident = self.config.mqtt.topic_prefix, self.identity
         infos = [self._link.publish(ack_topic(prefix, r.dev), seal_receipt(ident.signer, ident.chain_der, r))
                  for r in due]
+        if self._receipt_log is not None and due:
+            try:
+                assert self._store is not None
+                self._receipt_log.published(self._store, due)
+            except StoreError as e:
+                log.warning("cannot record the checkpoint sizes sent: %s", e)
         with self._lock:
             self._counts["acks_published"] += len(due)
+        if self._observers:
+            self._observe("receipts_published", due)
         if final:
             for info in infos:
                 try:
@@ -390,40 +536,30 @@ class AggregatorService:
                 except (RuntimeError, ValueError):
                     log.warning("final receipt not confirmed by the broker before shutdown")
 
+    def _with_log(self, due: list[Receipt]) -> list[Receipt]:
+        """Receipts with their log positions; on a store failure none now (the batcher tries again)."""
+        assert self._store is not None and self._receipt_log is not None
+        try:
+            return self._receipt_log.attach(self._store, due)
+        except StoreError as e:
+            log.warning("receipts held back: cannot build their log positions: %s", e)
+            for r in due:
+                self._receipt_log.waiting[r.dev] = (r.settled, r.epoch)
+            return []
+
     def _publish_acks(self, *, final: bool = False) -> None:
         if self._receipts is not None:
             self._publish_receipts(final)
-            return
-        now_ms = self._now_ms()
-        due = self._acks.flush(now_ms) if final else self._acks.due(now_ms)
-        if not due:
-            return
-        assert self._link is not None
-        infos = []
-        for device_id, seq, epoch in due:
-            infos.append(self._link.publish(ack_topic(self.config.mqtt.topic_prefix, device_id),
-                                            encode_ack(seq, epoch)))
-        with self._lock:
-            self._counts["acks_published"] += len(due)
-        if final:
-            for info in infos:
-                try:
-                    info.wait_for_publish(2.0)
-                except (RuntimeError, ValueError):
-                    log.warning("final ack not confirmed by the broker before shutdown")
 
     def _refresh_acks(self, now: float) -> None:
         """Shared subscription: another worker may have advanced a device; ack what the store now holds."""
         assert self._store is not None
         recent = [d for d, t in self._touched.items() if now - t < 30.0]
-        if not recent:
+        if not recent or self._receipts is None:
             return
         try:
             for device_id, (seq, epoch) in self._store.acks_for(recent).items():
-                if self._receipts is not None:
-                    self._receipts.note(device_id, seq, epoch)
-                else:
-                    self._acks.note(device_id, seq, epoch)
+                self._receipts.note(device_id, seq, epoch)
         except Exception as e:
             log.warning("cannot refresh acks from the store: %s", e)
             self._reconnect_store()

@@ -38,7 +38,8 @@ REJECT_REASONS: Final[dict[str, tuple[str, str]]] = {
     "cert_expired": (TRANSIENT, "the device certificate is outside its validity: renewing it lets the "
                                 "records in"),
     "bad_signature": (PERMANENT, "the signature does not verify"),
-    "bad_payload": (PERMANENT, "the payload is not strict CBOR"),
+    "bad_payload": (PERMANENT, "the payload is outside the profile (docs/envelope.md §5): not a strict CBOR map "
+                               "of data (duplicate keys, trailing bytes, indefinite lengths, too deep, tags)"),
     "bad_gap": (PERMANENT, "a gap record's range is invalid"),
     "epoch_regression": (PERMANENT, "the epoch goes backwards against stored neighbours"),
     "unknown_kid": (TRANSIENT, "no trusted key has this kid yet: held until the birth record arrives"),

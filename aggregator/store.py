@@ -22,11 +22,20 @@ import cbor2
 
 from aggregator.errors import StoreError, StoreNotFound
 from aggregator.presence import Presence, PresenceEvent, apply_presence
-from aggregator.schema import MIGRATIONS, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SchemaVersionError, ddl, migration_plan
+from aggregator.schema import (
+    MIGRATIONS,
+    SCHEMA_LOCK_KEY,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    ddl,
+    log_indexes,
+    migration_plan,
+)
 from aggregator.sequence import DUPLICATE, EPOCH_REGRESSION, DeviceBook
 from aggregator.settle import is_permanent, low_water_of
 from aggregator.verifier import SKEW_FUTURE, SKEW_PAST, VerifiedRecord
 from envelope import labels
+from envelope.merkle import EMPTY_ROOT, StoredTile, TileBuilder, decode_tile, leaf_hash, partial_tiles
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,7 @@ _DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, l
 _RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
                 "kid, model_sha256, input_sha256, record")
 _DETAIL_MAX = 300
+LOG_LOCK_KEY = 0x6C6F67696E746772  # pg advisory lock of the log integrator ("logintgr")
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,41 @@ class BatchResult:
     equivocations: int = 0
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One leaf of the transparency log: its index and the stored record (the exact bytes received)."""
+
+    index: int
+    device_id: str
+    seq: int
+    record: bytes
+    epoch: int = 0  # filled where the caller needs it (receipts)
+
+
+@dataclass(frozen=True)
+class LogAppend:
+    """What one integration transaction did: entries ``[first, size)`` now have indices; ``root`` of ``size``."""
+
+    first: int
+    size: int
+    root: bytes
+
+    @property
+    def count(self) -> int:
+        return self.size - self.first
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A signed checkpoint as kept in ``log_checkpoints``: ``note`` is the exact signed-note text."""
+
+    size: int
+    root: bytes
+    issued_ms: int
+    issuer: str
+    note: str
+
+
 class Store:
     """A SQLite or PostgreSQL record store. Create with ``open_store``."""
 
@@ -92,6 +137,7 @@ class Store:
         self.where = where
         self._books: dict[str, tuple[int, DeviceBook]] = {}
         self._versions: dict[str, int] = {}
+        self._log_lead = False  # this connection holds the integrator's advisory lock
         if create:
             self._create_schema(schema)
         else:
@@ -144,6 +190,8 @@ class Store:
             for version in migration_plan(current):
                 for stmt in MIGRATIONS[version]:
                     self._exec(stmt)
+            for stmt in log_indexes():
+                self._exec(stmt)
             self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
                        "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             self._commit()
@@ -247,6 +295,7 @@ class Store:
                     self._save_key(vr)
                 if vr.record.kind in (labels.KIND_STATUS, labels.KIND_TELEMETRY):
                     self._note_low_water(vr, book)
+                    self._note_log_size(vr)
             result.equivocations += self._check_equivocation(second_copies)
             self._settle_rejects(settling, books, result)
             for device_id in {e.device_id for e in presence}:
@@ -280,7 +329,7 @@ class Store:
     def _note_low_water(self, vr: VerifiedRecord, book: DeviceBook) -> None:
         """A verified birth/telemetry payload's low-water mark settles every seq below it (DESIGN §8)."""
         try:
-            low = low_water_of(vr.record.payload())
+            low = low_water_of(vr.payload if vr.payload is not None else vr.record.payload())
         except Exception:  # a payload that does not decode carries no mark
             low = None
         if low is None or low <= 1:
@@ -290,6 +339,20 @@ class Store:
                    "ON CONFLICT (device_id) DO UPDATE SET low_water = excluded.low_water, epoch = excluded.epoch, "
                    "received_ms = excluded.received_ms WHERE excluded.low_water > m.low_water",
                    (vr.device_id, low, vr.epoch, vr.received_ms))
+
+    def _note_log_size(self, vr: VerifiedRecord) -> None:
+        """The newest log checkpoint size the device verified (birth ``log_size``, telemetry
+        ``receipts.log_size``): its next receipt's consistency proof starts there (DESIGN §9)."""
+        try:
+            doc = vr.record.payload()
+        except Exception:
+            return
+        size = doc.get("log_size") if vr.record.kind == labels.KIND_STATUS else \
+            (doc.get("receipts") or {}).get("log_size") if isinstance(doc.get("receipts"), dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size < 2**63:
+            return
+        self._exec("INSERT INTO log_receipts (device_id, size) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE "
+                   "SET size = excluded.size", (vr.device_id, size))
 
     def _settle_rejects(self, settling: Sequence[RejectEvent], books: dict[str, DeviceBook],
                         result: BatchResult) -> None:
@@ -508,6 +571,167 @@ class Store:
         finally:
             cur.close()
             self._end_read()
+
+    # ---- the transparency log (DESIGN §9; aggregator.tlog drives these) --------------------------------------
+
+    def log_try_lead(self) -> bool:
+        """Try to become the log's integrator (PostgreSQL: a session advisory lock; SQLite: the single writer).
+
+        True when this connection holds the lock (again); it is released when the connection closes, so a
+        worker that dies hands over to whichever worker asks next.
+        """
+        if self.dialect != "postgresql" or self._log_lead:
+            return True
+        try:
+            self._log_lead = bool(self._exec("SELECT pg_try_advisory_lock(?)", (LOG_LOCK_KEY,)).fetchone()[0])
+            self._conn.commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: cannot take the log lock: {e}") from e
+        return self._log_lead
+
+    def log_state(self) -> tuple[int, bytes]:
+        """(size, root) of the integrated tree; (0, hash of the empty string) before the first entry."""
+        row = self._exec("SELECT size, root FROM log_state WHERE id = 1").fetchone()
+        self._end_read()
+        return (0, EMPTY_ROOT) if row is None else (int(row[0]), bytes(row[1]))
+
+    def log_integrate(self, builder: TileBuilder | None, max_entries: int, now_ms: int
+                      ) -> tuple[TileBuilder | None, LogAppend | None]:
+        """Give the next committed, unlogged records indices, in commit order, and store the new tiles.
+
+        One transaction, serialised on the ``log_state`` row: indices are assigned once even if two workers
+        integrate at the same time. ``builder`` is the caller's in-memory tree (reused when its size matches,
+        else rebuilt from the stored partial tiles); returns it with what was appended (None: nothing
+        pending). On failure nothing is committed, the builder is dropped and ``StoreError`` raised.
+        """
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        try:
+            self._begin()
+            row = self._exec(f"SELECT size FROM log_state WHERE id = 1{lock}").fetchone()  # noqa: S608
+            if row is None:
+                self._exec("INSERT INTO log_state (id, size, root, updated_ms) VALUES (1, 0, ?, ?) "
+                           "ON CONFLICT (id) DO NOTHING", (EMPTY_ROOT, now_ms))
+                row = self._exec(f"SELECT size FROM log_state WHERE id = 1{lock}").fetchone()  # noqa: S608
+            size = int(row[0])
+            order = "rowid" if self.dialect == "sqlite" else "received_ms, device_id, seq"
+            pending = self._exec(f"SELECT device_id, seq, record FROM records WHERE log_index IS NULL "  # noqa: S608
+                                 f"ORDER BY {order} LIMIT {int(max_entries)}").fetchall()
+            if not pending:
+                self._commit()
+                return builder, None
+            if builder is None or builder.size != size:
+                builder = TileBuilder.resume(size, self._read_tiles([(lv, ix) for lv, ix, _ in partial_tiles(size)]))
+            builder.extend(leaf_hash(bytes(rec)) for _, _, rec in pending)
+            cur = self._conn.cursor()
+            cur.executemany(self._q("UPDATE records SET log_index = ? WHERE device_id = ? AND seq = ?"),
+                            [(size + i, d, q) for i, (d, q, _) in enumerate(pending)])
+            cur.executemany(self._q("INSERT INTO log_tiles (level, idx, width, nodes) VALUES (?,?,?,?) "
+                                    "ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, "
+                                    "nodes = excluded.nodes"),
+                            [(t.level, t.index, t.width, t.data) for t in builder.take_dirty()])
+            root = builder.root()
+            self._exec("UPDATE log_state SET size = ?, root = ?, updated_ms = ? WHERE id = 1",
+                       (builder.size, root, now_ms))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: log integration not committed: {e}") from e
+        return builder, LogAppend(size, builder.size, root)
+
+    def _read_tiles(self, keys: Sequence[tuple[int, int]]) -> list[StoredTile]:
+        out = []
+        for level, index in keys:
+            row = self._exec("SELECT width, nodes FROM log_tiles WHERE level = ? AND idx = ?",
+                             (level, index)).fetchone()
+            if row is not None:
+                out.append(decode_tile(level, index, int(row[0]), bytes(row[1])))
+        return out
+
+    def log_tile(self, level: int, index: int) -> StoredTile | None:
+        """The stored tile (rows 0..7, its latest width), or None."""
+        try:
+            tiles = self._read_tiles([(level, index)])
+        finally:
+            self._end_read()
+        return tiles[0] if tiles else None
+
+    def log_entries(self, start: int, end: int) -> list[LogEntry]:
+        """Leaves ``[start, end)`` that have an index, in index order (a missing row is simply absent)."""
+        rows = self._exec("SELECT log_index, device_id, seq, record FROM records WHERE log_index >= ? "
+                          "AND log_index < ? ORDER BY log_index", (start, end)).fetchall()
+        self._end_read()
+        return [LogEntry(int(i), d, int(q), bytes(r)) for i, d, q, r in rows]
+
+    def log_index_of(self, device_id: str, seq: int) -> int | None:
+        """The leaf index of a stored record (None while not yet integrated or not stored)."""
+        row = self._exec("SELECT log_index FROM records WHERE device_id = ? AND seq = ?", (device_id, seq)).fetchone()
+        self._end_read()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def log_uncovered(self, size: int) -> dict[str, int]:
+        """Per device, the lowest stored seq a checkpoint of ``size`` does not cover yet (unlogged or newer)."""
+        out: dict[str, int] = {}
+        for sql, params in (("SELECT device_id, MIN(seq) FROM records WHERE log_index IS NULL GROUP BY device_id", ()),
+                            ("SELECT device_id, MIN(seq) FROM records WHERE log_index >= ? GROUP BY device_id",
+                             (size,))):
+            for device_id, seq in self._exec(sql, params).fetchall():
+                out[device_id] = min(int(seq), out.get(device_id, int(seq)))
+        self._end_read()
+        return out
+
+    def log_newest_stored(self, device_id: str, max_seq: int) -> LogEntry | None:
+        """The device's newest stored record with seq <= ``max_seq`` (index -1 while not integrated)."""
+        row = self._exec("SELECT log_index, seq, record, epoch FROM records WHERE device_id = ? AND seq <= ? "
+                         "ORDER BY seq DESC LIMIT 1", (device_id, max_seq)).fetchone()
+        self._end_read()
+        if row is None:
+            return None
+        return LogEntry(-1 if row[0] is None else int(row[0]), device_id, int(row[1]), bytes(row[2]), int(row[3]))
+
+    def log_save_checkpoint(self, cp: SavedCheckpoint, keep: int = 1000) -> None:
+        """Keep a signed checkpoint (and only the latest ``keep`` of them)."""
+        try:
+            self._begin()
+            self._exec("INSERT INTO log_checkpoints (size, root, issued_ms, issuer, note) VALUES (?,?,?,?,?)",
+                       (cp.size, cp.root, cp.issued_ms, cp.issuer, cp.note))
+            self._exec("DELETE FROM log_checkpoints WHERE size < (SELECT MIN(size) FROM (SELECT size FROM "
+                       "log_checkpoints ORDER BY size DESC LIMIT ?) AS newest)", (int(keep),))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: checkpoint of size {cp.size} not saved: {e}") from e
+
+    def log_receipt_sizes(self, devices: Sequence[str]) -> dict[str, int]:
+        """The checkpoint size of the last receipt with a log position published to each device (any worker)."""
+        out = {}
+        for d in devices:
+            row = self._exec("SELECT size FROM log_receipts WHERE device_id = ?", (d,)).fetchone()
+            if row is not None:
+                out[d] = int(row[0])
+        self._end_read()
+        return out
+
+    def log_note_receipt_sizes(self, sizes: dict[str, int]) -> None:
+        """Record the checkpoint sizes just published to devices (never moving one backwards)."""
+        try:
+            self._begin()
+            self._conn.cursor().executemany(self._q(
+                "INSERT INTO log_receipts AS r (device_id, size) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE "
+                "SET size = excluded.size WHERE excluded.size > r.size"), sorted(sizes.items()))
+            self._commit()
+        except Exception as e:
+            self._rollback()
+            raise StoreError(f"{self.where}: receipt log sizes not saved: {e}") from e
+
+    def log_latest_checkpoint(self) -> SavedCheckpoint | None:
+        """The newest signed checkpoint, or None before the first."""
+        row = self._exec("SELECT size, root, issued_ms, issuer, note FROM log_checkpoints ORDER BY size DESC "
+                         "LIMIT 1").fetchone()
+        self._end_read()
+        if row is None:
+            return None
+        return SavedCheckpoint(int(row[0]), bytes(row[1]), int(row[2]), str(row[3]), str(row[4]))
 
 
 def open_store(url: str, *, schema: str | None = None, create: bool = True) -> Store:

@@ -211,8 +211,11 @@ def child_idle(settle: float, seconds: float) -> dict[str, Any]:
             agent.start()
             try:
                 assert agent.link is not None
-                if not agent.link.wait_connected(10):
-                    raise RuntimeError("agent did not connect")
+                deadline = time.monotonic() + 10
+                while not agent.link.connected:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("agent did not connect within 10 s")
+                    time.sleep(0.02)
                 time.sleep(settle)
                 c0, t0 = proc_cpu_seconds(), time.monotonic()
                 time.sleep(seconds)

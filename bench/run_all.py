@@ -4,6 +4,7 @@
     python -m bench --quick         # < 3 min, prints only (add --write to rewrite the doc anyway)
     python -m bench --only B2,B5    # a subset (never rewrites the doc unless --write)
     python -m bench --long          # B3 with the 10-minute steady period
+    python -m bench --soak 3600     # the hour-long soak (bench/soak.py); --write records it in the doc
 
 Each benchmark module exposes ``run(quick) -> list[dict]`` (rows with id, name, value, unit, baseline, ratio,
 goal and optionally passed and note); a module that is missing or fails becomes a "skipped" row with the
@@ -56,6 +57,7 @@ SUITE: list[tuple[tuple[str, ...], str, str]] = [
     (("B8",), "bench_aggregator", "run"),
     (("B9",), "bench_frames", "run"),
     (("E",), "bench_envelope", "run"),
+    (("W",), "bench_web", "run"),
 ]
 PACKAGES = ("ai-edge-litert", "numpy", "paho-mqtt", "cryptography", "cbor2", "psutil", "psycopg")
 
@@ -231,7 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated ids, e.g. B2,B5")
     ap.add_argument("--long", action="store_true", help="B3 with a 10-minute steady period")
     ap.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md even for --quick/--only")
+    ap.add_argument("--soak", type=float, metavar="SECONDS",
+                    help="run only the soak (bench/soak.py) for SECONDS; with --write, rewrite its block of the doc")
     args = ap.parse_args(argv)
+    if args.soak is not None:
+        from bench import soak
+
+        cmd = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+        return soak.main(args.soak, args.write, cmd)
     only = {x.strip().upper() for x in args.only.split(",") if x.strip()} or None
     command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")

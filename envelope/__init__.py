@@ -1,11 +1,22 @@
 """The signed-record profile shared by agent, aggregator and provisioning (DESIGN §3, docs/envelope.md).
 
 Pure: depends only on cbor2 and cryptography. ``seal`` builds a record given a ``Signer``; ``open_record``
-parses received bytes; ``Record.verify`` checks the signature over those exact bytes.
+parses received bytes; ``Record.verify`` checks the signature over those exact bytes. ``merkle`` (RFC 6962
+trees, proofs, tlog-tiles) and ``note`` (C2SP signed notes and checkpoints) are the transparency log's core.
 """
 
-from envelope import labels
-from envelope.errors import EnvelopeError, InvalidSignature, MalformedReceipt, MalformedRecord, UnsupportedAlgorithm
+from envelope import labels, merkle, note
+from envelope.errors import (
+    EnvelopeError,
+    InvalidNote,
+    InvalidProof,
+    InvalidSignature,
+    MalformedNote,
+    MalformedReceipt,
+    MalformedRecord,
+    UnsupportedAlgorithm,
+)
+from envelope.note import Checkpoint, NoteSigner, NoteVerifier
 from envelope.receipt import (
     LogPosition,
     Receipt,
@@ -33,11 +44,17 @@ from envelope.signer import PublicKey, Signer, kid_for, spki_der
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
+    "Checkpoint",
     "EnvelopeError",
+    "InvalidNote",
+    "InvalidProof",
     "InvalidSignature",
     "LogPosition",
+    "MalformedNote",
     "MalformedReceipt",
     "MalformedRecord",
+    "NoteSigner",
+    "NoteVerifier",
     "PublicKey",
     "Receipt",
     "ReceiptHeader",
@@ -52,6 +69,8 @@ __all__ = [
     "encode_receipt_payload",
     "kid_for",
     "labels",
+    "merkle",
+    "note",
     "open_receipt",
     "open_record",
     "receipt_header",

@@ -40,3 +40,21 @@ class MalformedReceipt(EnvelopeError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class InvalidProof(EnvelopeError):
+    """A Merkle inclusion or consistency proof does not bind what it claims (RFC 6962/9162, envelope.merkle)."""
+
+    reason = "bad_proof"
+
+
+class MalformedNote(EnvelopeError):
+    """The bytes are not a C2SP signed note or checkpoint (format, limits); ``envelope.note``."""
+
+    reason = "malformed_note"
+
+
+class InvalidNote(EnvelopeError):
+    """No signature of a known key verifies the note, or one of them fails. Deliberately says little more."""
+
+    reason = "bad_note_signature"

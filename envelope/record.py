@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from envelope import cbor_det
 from envelope import labels as L
 from envelope.errors import InvalidSignature, MalformedRecord, UnsupportedAlgorithm
+from envelope.limits import DEFAULT_LIMITS, Limits
 from envelope.signer import PublicKey, Signer
 
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024
@@ -192,13 +193,17 @@ class Record:
     input_sha256: bytes | None = None
     x5chain: tuple[bytes, ...] = field(default=())
 
-    def payload(self) -> Any:
-        """Decode the payload CBOR (only meaningful after verification)."""
+    def payload(self, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+        """The decoded payload map (only meaningful after verification); raises ``MalformedRecord``
+        (reason ``bad_payload``) for anything outside the payload profile (``cbor_det.check_payload``)."""
         try:
-            cbor_det.check_strict(self.payload_bytes)
-            return cbor2.loads(self.payload_bytes)
+            cbor_det.check_payload(self.payload_bytes, max_depth=limits.max_payload_depth)
+            doc = cbor2.loads(self.payload_bytes)
         except Exception as e:  # cbor2 raises several types on garbage
-            raise MalformedRecord(f"payload is not CBOR: {e}", reason="bad_payload") from e
+            raise MalformedRecord(f"payload is outside the profile: {e}", reason="bad_payload") from e
+        if not isinstance(doc, dict):  # check_payload saw a map head; cbor2 must agree
+            raise MalformedRecord(f"payload must be a map, got {type(doc).__name__}", reason="bad_payload")
+        return doc
 
     def verify(self, public_key: PublicKey) -> None:
         """Check the signature over the received bytes with ``public_key``; raises on any mismatch."""

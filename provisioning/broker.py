@@ -67,8 +67,10 @@ def render_listener(paths: BrokerPaths, *, port: int, bind: str | None, fleet: s
 
 # What a device may publish under its own id (DESIGN §5). Not ``ack``: a receipt tells a device to delete
 # data, so only aggregator identities may write it (DESIGN §8), and Mosquitto has no deny rules: the device
-# grants are listed one by one instead of ``<prefix>/%u/#``.
-DEVICE_WRITE_TOPICS = ("result/+", "reading/+", "telemetry", "status", "gap")
+# grants are listed one by one instead of ``<prefix>/%u/#``. ``doctor`` is where ``edge-agent doctor``
+# publishes its probe (QoS 1, not retained): no aggregator subscribes to it, so the probe shows whether the
+# broker lets this identity write under its own id without injecting anything into the record stream.
+DEVICE_WRITE_TOPICS = ("result/+", "reading/+", "telemetry", "status", "gap", "doctor")
 
 
 def render_acl(prefix: str, aggregators: Sequence[str]) -> str:

@@ -61,7 +61,13 @@ def _env_path(name: str, default: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (handlers bound via ``set_defaults(func=...)``)."""
-    from provisioning import cli_aggregator, cli_ca, cli_device  # noqa: PLC0415 - keeps import of main cheap
+    from provisioning import (  # noqa: PLC0415 - keeps main cheap
+        cli_aggregator,
+        cli_ca,
+        cli_device,
+        cli_log,
+        cli_models,
+    )
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -73,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     # (``--json ca crl`` as well as ``ca crl --json``); ``parse`` fills in False afterwards.
     p = argparse.ArgumentParser(
         prog="edge-provision",
-        description="Device keys, fleet CA, certificates, revocation and broker config (docs/provisioning.md).",
+        description="Device keys, fleet CA, certificates, revocation, broker config (docs/provisioning.md) and the "
+                    "signed model repository (docs/model-updates.md).",
         parents=[common],
     )
-    top = p.add_subparsers(dest="group", required=True, metavar="{ca,device,aggregator,fleet,broker-config}")
+    top = p.add_subparsers(dest="group", required=True,
+                           metavar="{ca,device,aggregator,log,fleet,models,broker-config}")
 
     ca_dir = argparse.ArgumentParser(add_help=False)
     ca_dir.add_argument("--ca-dir", type=Path, default=_env_path("EDGE_PROVISION_CA_DIR", "fleet-ca"),
@@ -97,9 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     aggs = agg.add_subparsers(dest="cmd", required=True)
     cli_aggregator.add_aggregator_commands(aggs, [common])
 
+    lg = top.add_parser("log", help="the transparency log's signing key (operator)", parents=[common])
+    lgs = lg.add_subparsers(dest="cmd", required=True)
+    cli_log.add_log_commands(lgs, [common])
+
     fleet = top.add_parser("fleet", help="bulk enrollment (fleet installer)", parents=[common])
     fleets = fleet.add_subparsers(dest="cmd", required=True)
     cli_ca.add_fleet_commands(fleets, [common, ca_dir])
+
+    models = top.add_parser("models", help="the signed model repository (release operator)", parents=[common])
+    modelss = models.add_subparsers(dest="cmd", required=True)
+    cli_models.add_models_commands(modelss, [common])
 
     cli_ca.add_broker_command(top, [common, ca_dir])
     return p

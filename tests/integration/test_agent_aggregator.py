@@ -46,7 +46,7 @@ def stored_seqs(db: Path, device: str) -> list[int]:
 def test_agent_to_aggregator_stored_once_acked_outbox_empties(tmp_path: Path, mosquitto: Mosquitto,
                                                               unique_id: str) -> None:
     device = f"dev-{unique_id}"
-    fleet = make_fleet(tmp_path / "pki", devices=[device])
+    fleet = make_fleet(tmp_path / "pki", devices=[device], aggregators=[f"agg-{unique_id}"])
     files = fleet.devices[device]
     agg_db = tmp_path / "records.db"
     agg_conf = tmp_path / "aggregator.toml"
@@ -54,12 +54,14 @@ def test_agent_to_aggregator_stored_once_acked_outbox_empties(tmp_path: Path, mo
         "mqtt": {"url": mosquitto.url, "client_id": f"agg-{unique_id}"},
         "store": {"url": str(agg_db)},
         "trust": {"ca_files": [str(fleet.ca_cert)], "crl_files": [str(fleet.crl)]},
+        "identity": fleet.identity(),
     }))
     agg_log = open(tmp_path / "aggregator.log", "wb")  # noqa: SIM115
     agg = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(agg_conf)],
                            stdout=agg_log, stderr=agg_log, cwd=str(REPO))
     cfg = agent_config(tmp_path / "agent", device, mosquitto.url, delivery="aggregator", key_path=files.key,
                        certificate=str(files.cert),
+                       receipts={"ca_file": str(fleet.ca_cert), "crl_file": str(fleet.crl)},
                        source={"type": "simulated", "fault": "cycle", "cycle_s": 5.0, "realtime": False})
     (tmp_path / "agent").mkdir(exist_ok=True)
     agent = AgentProcess(write_config(tmp_path / "agent" / "agent.toml", cfg))

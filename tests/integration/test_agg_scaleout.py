@@ -64,7 +64,8 @@ def test_two_workers_share_the_load_and_store_each_record_once(
     procs = []
     for w in range(2):
         cfg = write_config(tmp_path / f"agg{w}.toml", port=mosquitto.port, client_id=f"agg-{unique_id}-{w}",
-                           store=PG_URL, schema=pg_schema, ca=fleet.ca_cert, crl=fleet.crl, group="workers")
+                           store=PG_URL, schema=pg_schema, ca=fleet.ca_cert, crl=fleet.crl, group="workers",
+                           identity=fleet.identity())
         procs.append(AggregatorProcess(cfg, tmp_path / f"agg{w}.log").start())
         aggregator_procs.append(procs[-1])
     peer = Peer(mosquitto.port, inflight=200)

@@ -10,8 +10,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from aggregator import AggregatorConfig, AggregatorService, MqttSettings, StoreSettings, decode_ack, open_store
-from aggregator.config import TrustSettings
+from aggregator import AggregatorConfig, AggregatorService, MqttSettings, StoreSettings, open_store
+from aggregator.config import IdentitySettings, TrustSettings
+from envelope import open_receipt
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import wait_for
 from tests.unit.test_agg_support import fleet_with
@@ -35,7 +36,8 @@ class Peer:
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
-            self.acks[msg.topic.split("/")[2]] = decode_ack(msg.payload)
+            receipt, _ = open_receipt(msg.payload)  # the signature is the agent's business (tests of R8-R12)
+            self.acks[msg.topic.split("/")[2]] = (receipt.settled, receipt.epoch)
 
     def watch_acks(self, prefix: str = "edge/v1") -> None:
         self.c.subscribe(f"{prefix}/+/ack", qos=1)
@@ -55,6 +57,7 @@ def make_config(tmp_path: Path, fleet, port: int, client_id: str, protocol: str 
         mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id=client_id, protocol=protocol),
         store=StoreSettings(url=str(tmp_path / "agg.db")),
         trust=TrustSettings(ca_files=(str(fleet.ca_cert),), crl_files=(str(fleet.crl),)),
+        identity=IdentitySettings(**fleet.identity()),
         ack_interval_ms=20,
     )
 

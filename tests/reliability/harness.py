@@ -74,7 +74,8 @@ class Device:
     def config(self, broker_url: str, **overrides: Any) -> Path:
         files = self.fleet.devices[self.device_id]
         base: dict[str, Any] = {"source": RATE_500_PER_S, "delivery": "aggregator", "key_path": files.key,
-                                "certificate": str(files.cert)}
+                                "certificate": str(files.cert),
+                                "receipts": {"ca_file": str(self.fleet.ca_cert), "crl_file": str(self.fleet.crl)}}
         base.update(overrides)
         cfg = agent_config(self.workdir, self.device_id, broker_url, **base)
         return write_config(self.workdir / "agent.toml", cfg)
@@ -84,7 +85,7 @@ class Device:
 
 
 def make_device(tmp_path: Path, device_id: str) -> Device:
-    fleet = make_fleet(tmp_path, devices=[device_id])
+    fleet = make_fleet(tmp_path, devices=[device_id], aggregators=[f"agg-{device_id}"])
     workdir = tmp_path / "device"
     workdir.mkdir()
     return Device(device_id, fleet, workdir)
@@ -117,7 +118,9 @@ class AggregatorProcess:
             f"[mqtt]\nurl = \"{self.broker_url}\"\nclient_id = \"{self.client_id}\"\nkeepalive_s = 5\n"
             f"[store]\nurl = \"{self.db}\"\n"
             f"[trust]\nca_files = [\"{self.fleet.ca_cert}\"]\ncrl_files = [\"{self.fleet.crl}\"]\n"
-            f"registry_files = [\"{self.fleet.registry}\"]\n")
+            f"registry_files = [\"{self.fleet.registry}\"]\n"
+            + ("[identity]\n" + "".join(f"{k} = \"{v}\"\n" for k, v in self.fleet.identity().items())
+               if self.fleet.aggregators else ""))
         return conf
 
     def start(self) -> AggregatorProcess:

@@ -64,7 +64,7 @@ class ScriptedDevice:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            r = verify_receipt(msg.payload, self._root, [load_crl(self.fleet.crl)], datetime.now(timezone.utc),
+            r = verify_receipt(bytes(msg.payload), self._root, [load_crl(self.fleet.crl)], datetime.now(timezone.utc),
                                self.sim.device_id)
         except InvalidReceipt as e:
             with self._lock:

@@ -91,6 +91,11 @@ class Fleet:
         self.aggregators[name] = files
         return files
 
+    def identity(self, name: str | None = None) -> dict[str, str]:
+        """The aggregator config's ``[identity]`` for aggregator ``name`` (the only one when not given)."""
+        files = self.aggregators[name] if name else next(iter(self.aggregators.values()))
+        return {"key": files.key_uri, "cert_file": str(files.cert)}
+
     def revoke(self, device_id_or_serial: str, *, now: datetime | None = None, crl_days: int = 30) -> None:
         """Revoke, then rewrite the CRL and the registry."""
         now = now or datetime.now(timezone.utc)

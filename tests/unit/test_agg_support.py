@@ -88,7 +88,7 @@ class SimDevice:
 
 def fleet_with(tmp_path: Path, *device_ids: str, intermediate: bool = False) -> tuple[Fleet, list[SimDevice]]:
     """A fleet CA and one certified simulated device per id."""
-    fleet = make_fleet(tmp_path, devices=device_ids, intermediate=intermediate)
+    fleet = make_fleet(tmp_path, devices=device_ids, intermediate=intermediate, aggregators=["agg-test"])
     return fleet, [SimDevice.from_files(fleet.devices[d]) for d in device_ids]
 
 

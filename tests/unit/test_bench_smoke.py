@@ -17,7 +17,7 @@ from bench import run_all
 from bench.common import MOBILENET_MODEL, REPO, VIBRATION_MODEL, broker, tempdir
 
 MODULES = ["bench_pipeline", "bench_resources", "bench_outbox", "bench_aggregator", "bench_frames",
-           "bench_inference", "bench_envelope", "run_all", "common"]
+           "bench_inference", "bench_envelope", "run_all", "common", "soak"]
 
 
 def positive(x: float) -> bool:
@@ -89,6 +89,14 @@ def test_b2_agent_tiny() -> None:
 
 
 @pytest.mark.integration
+def test_b2n_naive_tiny() -> None:
+    from bench.bench_pipeline import child_b2n
+
+    res = child_b2n(seconds=0.3, warmup=0.2)
+    assert positive(res["rate"]) and positive(res["cpu_us"])
+
+
+@pytest.mark.integration
 def test_b3_b7_steady_tiny() -> None:
     from bench.bench_resources import bare_rss_mb, steady_run
 
@@ -132,3 +140,17 @@ def test_cli_runs_one_benchmark() -> None:
                          capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "benchmark" in out.stdout and "B9" in out.stdout
+
+
+@pytest.mark.integration
+def test_soak_tiny() -> None:
+    """A few seconds of the soak: both agents and the aggregator run, receipts settle rows, memory is sampled."""
+    from bench import soak
+
+    res = soak.soak(4.0, quiet=True)
+    assert len(res["samples"]) >= 3
+    assert positive(res["procs"]["plain"]["steady"]["rss"]) and positive(res["procs"]["plain"]["steady"]["uss"])
+    assert res["outboxes"]["plain"]["acked_seq"] > 0, "receipts must settle rows"
+    assert res["stored"] > 0
+    lines = soak.report_lines(res)
+    assert any("RSS" in ln for ln in lines)

@@ -18,7 +18,12 @@ from provisioning.chain import RECEIPT_REASONS, InvalidReceipt, verify_chain, ve
 from tests.support.pki import Fleet, make_fleet
 
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime.now(timezone.utc)
+
+
+def _now() -> datetime:
+    """The time of each check, taken when it runs: a time taken at import can precede certificates made later
+    in the session (backdated only 5 minutes) when earlier tests run long."""
+    return datetime.now(timezone.utc)
 
 
 def _chain(path: Path) -> list[bytes]:
@@ -38,21 +43,21 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
 def test_root_alone_is_enough_with_the_intermediate_in_the_chain(fleet: Fleet) -> None:
     crl = load_crl(fleet.crl)  # signed by the intermediate
     assert crl.issuer != _root(fleet)[0].subject
-    assert verify_chain(_chain(fleet.devices["dev-a"].cert), _root(fleet), [crl], NOW, "device") == \
+    assert verify_chain(_chain(fleet.devices["dev-a"].cert), _root(fleet), [crl], _now(), "device") == \
         (fleet.name, "device", "dev-a")
     leaf_only = _chain(fleet.devices["dev-a"].cert)[:1]
     with pytest.raises(InvalidInput) as e:
-        verify_chain(leaf_only, _root(fleet), [crl], NOW, "device")
+        verify_chain(leaf_only, _root(fleet), [crl], _now(), "device")
     assert e.value.reason == "untrusted"
     bundle = load_certificates(fleet.ca_bundle.read_bytes())
-    assert verify_chain(leaf_only, _root(fleet), [crl], NOW, "device", bundle=bundle)[2] == "dev-a"
+    assert verify_chain(leaf_only, _root(fleet), [crl], _now(), "device", bundle=bundle)[2] == "dev-a"
 
 
 def test_role_comes_from_the_san(fleet: Fleet) -> None:
     with pytest.raises(InvalidInput) as e:
-        verify_chain(_chain(fleet.aggregators["agg-1"].cert), _root(fleet), [], NOW, "device")
+        verify_chain(_chain(fleet.aggregators["agg-1"].cert), _root(fleet), [], _now(), "device")
     assert e.value.reason == "bad_id"
-    assert verify_chain(_chain(fleet.aggregators["agg-1"].cert), _root(fleet), [], NOW, "aggregator")[1:] == \
+    assert verify_chain(_chain(fleet.aggregators["agg-1"].cert), _root(fleet), [], _now(), "aggregator")[1:] == \
         ("aggregator", "agg-1")
 
 
@@ -60,7 +65,7 @@ def test_garbage_certificates_are_bad_cert(fleet: Fleet) -> None:
     good = _chain(fleet.devices["dev-a"].cert)
     for chain in ([b"\x30\x00"], [good[0], b"junk"], [good[0][:-5]]):
         with pytest.raises(InvalidInput) as e:
-            verify_chain(chain, _root(fleet), [], NOW, "device")
+            verify_chain(chain, _root(fleet), [], _now(), "device")
         assert e.value.reason == "bad_cert"
 
 
@@ -72,9 +77,9 @@ def _receipt(fleet: Fleet, agg: str = "agg-1", **kw: object) -> bytes:
 
 
 def _reason(data: bytes, fleet: Fleet, device: str = "dev-a", crls: list[x509.CertificateRevocationList] | None = None,
-            now: datetime = NOW) -> str:
+            now: datetime | None = None) -> str:
     with pytest.raises(InvalidReceipt) as e:
-        verify_receipt(data, _root(fleet), crls if crls is not None else [load_crl(fleet.crl)], now, device)
+        verify_receipt(data, _root(fleet), crls if crls is not None else [load_crl(fleet.crl)], now or _now(), device)
     assert e.value.reason in RECEIPT_REASONS
     return e.value.reason
 
@@ -82,7 +87,7 @@ def _reason(data: bytes, fleet: Fleet, device: str = "dev-a", crls: list[x509.Ce
 def test_verify_receipt_accepts_and_refuses(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path, ["dev-a"], intermediate=True, aggregators=["agg-1", "agg-2"])
     crl = load_crl(fleet.crl)
-    assert verify_receipt(_receipt(fleet), _root(fleet), [crl], NOW, "dev-a").settled == 5
+    assert verify_receipt(_receipt(fleet), _root(fleet), [crl], _now(), "dev-a").settled == 5
     assert _reason(_receipt(fleet), fleet, device="dev-b") == "wrong_device"
     assert _reason(seal_receipt(fleet.aggregators["agg-1"].signer(), _chain(fleet.aggregators["agg-1"].cert),
                                 Receipt("agg-2", "dev-a", 1, 5, 1)), fleet) == "wrong_aggregator"
@@ -101,10 +106,10 @@ def test_verify_receipt_accepts_and_refuses(tmp_path: Path) -> None:
     data[-1] ^= 1
     assert _reason(bytes(data), fleet) == "bad_signature"
     assert _reason(b"\xd2\x84", fleet) in ("not_cbor", "not_sign1")
-    assert _reason(_receipt(fleet), fleet, now=NOW + timedelta(days=40)) in ("stale_crl", "expired")
+    assert _reason(_receipt(fleet), fleet, now=_now() + timedelta(days=40)) in ("stale_crl", "expired")
     fleet.revoke("agg-1")
     assert _reason(_receipt(fleet), fleet, crls=[load_crl(fleet.crl)]) == "revoked"
-    assert verify_receipt(_receipt(fleet, agg="agg-2"), _root(fleet), [load_crl(fleet.crl)], NOW, "dev-a")
+    assert verify_receipt(_receipt(fleet, agg="agg-2"), _root(fleet), [load_crl(fleet.crl)], _now(), "dev-a")
 
 
 def test_revoked_intermediate_refuses_everything_below_it(tmp_path: Path) -> None:
@@ -113,13 +118,13 @@ def test_revoked_intermediate_refuses_everything_below_it(tmp_path: Path) -> Non
     with FleetCa.open(fleet.ca_dir) as ca:
         root_key, root_cert, inter = ca.root.key, ca.root.cert, ca.issuing.cert
     builder = (x509.CertificateRevocationListBuilder().issuer_name(root_cert.subject)
-               .last_update(NOW - timedelta(minutes=1)).next_update(NOW + timedelta(days=1))
+               .last_update(_now() - timedelta(minutes=1)).next_update(_now() + timedelta(days=1))
                .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(inter.serial_number)
-                                        .revocation_date(NOW - timedelta(minutes=1)).build()))
+                                        .revocation_date(_now() - timedelta(minutes=1)).build()))
     root_crl = builder.sign(root_key, hashes.SHA256())
     crls = [load_crl(fleet.crl), root_crl]
     with pytest.raises(InvalidInput) as e:
-        verify_chain(_chain(fleet.devices["dev-a"].cert), _root(fleet), crls, NOW, "device")
+        verify_chain(_chain(fleet.devices["dev-a"].cert), _root(fleet), crls, _now(), "device")
     assert e.value.reason == "revoked"
     assert _reason(_receipt(fleet), fleet, crls=crls) == "revoked"
 

@@ -68,7 +68,8 @@ headers = st.builds(
 )
 payloads = st.dictionaries(
     st.text(max_size=10),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**64), max_value=2**64 - 1)
+                 | st.floats(allow_nan=False) | st.text(max_size=10) | st.binary(max_size=8),
                  lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
                  max_leaves=12),
     max_size=8,
