@@ -53,7 +53,8 @@ class AggregatorStats:
     gaps_opened: int = 0
     gap_seqs: int = 0
     policy_gap_seqs: int = 0
-    skew_flagged: int = 0
+    skew_flagged: int = 0  # stored records signed too far from our clock (max_skew_s)
+    clock_states: dict[str, int] = field(default_factory=dict)  # stored records by declared clock state
     offline_events: int = 0
     acks_published: int = 0  # signed receipts published
     held: int = 0  # records whose key was unknown, held for the birth record
@@ -115,6 +116,7 @@ class AggregatorService:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self._clock_states: Counter[str] = Counter()
         self._devices: set[str] = set()
         self._by_digest: Counter[str] = Counter()  # results per model digest (with [models])
         self.models: ModelRegistry | None = ModelRegistry(config.models, config.store.url) \
@@ -212,13 +214,15 @@ class AggregatorService:
         with self._lock:
             c = dict(self._counts)
             rejected = dict(self._rejected)
+            clocks = dict(self._clock_states)
             devices = len(self._devices)
         unlisted = self.unlisted_models()
         c["unlisted_model_results"] = sum(unlisted.values())
-        return AggregatorStats(rejected=rejected, queue_depth=self._queue.qsize(), devices=devices,
-                               unlisted_models=unlisted,
+        return AggregatorStats(rejected=rejected, clock_states=clocks, queue_depth=self._queue.qsize(),
+                               devices=devices, unlisted_models=unlisted,
                                **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
-                                  if k not in ("rejected", "queue_depth", "devices", "unlisted_models")})
+                                  if k not in ("rejected", "clock_states", "queue_depth", "devices",
+                                               "unlisted_models")})
 
     # ---- observers and the web page (aggregator.web, DESIGN §12) ---------------------------------------
 
@@ -459,6 +463,7 @@ class AggregatorService:
                          "skew_flagged"):
                 c[name] += getattr(result, name)
             self._rejected.update(result.rejected)
+            self._clock_states.update(result.clock_states)
             for vr in verified:
                 self._devices.add(vr.device_id)
                 self._touched[vr.device_id] = now
