@@ -259,7 +259,7 @@ class PipelineRunner:
         self.model = model
         self.meta = meta
         labels = self.cfg.labels or meta.labels
-        if labels != self.labels:
+        if tuple(labels) != tuple(self.labels):  # the payload encoder caches the label strings
             self._encoder = ResultEncoder(tuple(labels))
         self.labels = labels
 

@@ -467,7 +467,8 @@ class Agent:
         cm = self.committer
         if cm is None or not cm.alive:
             reasons.append("committer thread is not running")
-        elif now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy else COMMIT_RETRY_MAX_S):
+        elif not cm.stats.waiting and now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy
+                                                                                 else COMMIT_RETRY_MAX_S):
             reasons.append(f"committer stalled for {now - cm.stats.last_progress:.0f}s")
         elif not cm.stats.healthy:
             # Retrying with backoff is the right thing on a full disk, and a restart would not free space

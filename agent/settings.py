@@ -80,7 +80,7 @@ class OutboxConfig:
     delivery: str = "aggregator"  # or "broker"
     resend_after_s: float = 30.0
     commit_batch: int = 256
-    commit_linger_s: float = 0.5  # a part-filled batch of results waits this long for more (fewer fsyncs)
+    commit_linger_s: float = 1.0  # a part-filled batch of results waits this long for more (fewer fsyncs)
     inflight_max: int = 1000
 
 

@@ -17,7 +17,8 @@ from bench import run_all
 from bench.common import MOBILENET_MODEL, REPO, VIBRATION_MODEL, broker, tempdir
 
 MODULES = ["bench_pipeline", "bench_resources", "bench_outbox", "bench_aggregator", "bench_frames",
-           "bench_inference", "bench_envelope", "bench_tlog", "bench_updates", "run_all", "common", "soak"]
+           "bench_inference", "bench_envelope", "bench_tlog", "bench_updates", "bench_receipts", "run_all", "common",
+           "soak"]
 
 
 def positive(x: float) -> bool:
@@ -177,3 +178,18 @@ def test_u1_u3_updates_tiny() -> None:
     assert r["two_mb"] >= r["one_mb"] > 0
     c = idle_poll_cpu(2)
     assert positive(c["cpu_ms_per_poll"])
+
+
+def test_round2_modules_are_found_in_order_and_missing_ones_tolerated() -> None:
+    found = run_all.round2_modules()
+    order = [m for m, _ in run_all.ROUND2]
+    assert "bench_receipts" in found and found == [m for m in order if m in found]
+    for m in found:
+        assert callable(importlib.import_module(f"bench.{m}").run)
+
+
+def test_receipt_seal_and_check_tiny() -> None:
+    from bench.bench_receipts import seal_verify
+
+    res = seal_verify(0.05)
+    assert all(positive(res[k]) for k in ("sealed", "checked", "raw_sign", "raw_verify"))
