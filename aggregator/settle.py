@@ -27,6 +27,8 @@ REJECT_REASONS: Final[dict[str, tuple[str, str]]] = {
     "not_cbor": (PERMANENT, "the bytes are not strict CBOR"),
     "malformed": (PERMANENT, "not a COSE_Sign1 record of the profile, or an x5chain on a non-status record"),
     "envelope": (PERMANENT, "any other envelope refusal"),
+    "bad_crit": (PERMANENT, "the protected header marks critical (crit, label 2) a label the profile does not "
+                            "understand, or carries a counter signature (label 7): RFC 9052 §3.1"),
     "bad_alg": (PERMANENT, "algorithm outside the allow-list, or not fitting the key"),
     "bad_topic": (PERMANENT, "the topic is not a record topic of the prefix"),
     "topic_mismatch": (PERMANENT, "the protected header names another device, kind or stream than the topic"),
@@ -38,7 +40,8 @@ REJECT_REASONS: Final[dict[str, tuple[str, str]]] = {
     "cert_expired": (TRANSIENT, "the device certificate is outside its validity: renewing it lets the "
                                 "records in"),
     "bad_signature": (PERMANENT, "the signature does not verify"),
-    "bad_payload": (PERMANENT, "the payload is not strict CBOR"),
+    "bad_payload": (PERMANENT, "the payload is outside the profile (docs/envelope.md §5): not a strict CBOR map "
+                               "of data (duplicate keys, trailing bytes, indefinite lengths, too deep, tags)"),
     "bad_gap": (PERMANENT, "a gap record's range is invalid"),
     "epoch_regression": (PERMANENT, "the epoch goes backwards against stored neighbours"),
     "unknown_kid": (TRANSIENT, "no trusted key has this kid yet: held until the birth record arrives"),

@@ -2,9 +2,9 @@
 
 Pure (no I/O, the time is passed in). Order matters for cost and for what an attacker learns: size limit,
 parse, topic, allow-listed algorithm, header-vs-topic, key by kid (learning it from a birth record's
-x5chain when present), signature over the bytes exactly as received, then content checks that need the
-decoded payload (gap records) and the clock-skew flag. Sequence rules need the store's state and live in
-``aggregator.sequence``.
+x5chain when present), signature over the bytes exactly as received, then the payload profile (every
+content type: a strict CBOR map of data, else ``bad_payload``), the gap record's range and the clock-skew
+flag. Sequence rules need the store's state and live in ``aggregator.sequence``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
 from aggregator.errors import Rejected
 from aggregator.topics import TopicInfo, parse_topic
 from aggregator.trust import DeviceKey, TrustStore
-from envelope import DEFAULT_MAX_RECORD_BYTES, EnvelopeError, Record, labels, open_record
+from envelope import DEFAULT_MAX_RECORD_BYTES, EnvelopeError, Record, kid_for, labels, open_record
 
 MAX_SEQ = 2**63 - 1  # stores keep seq in a signed 64-bit column
 SKEW_FUTURE = 1  # capture or signing time later than receipt + bound
@@ -56,6 +59,7 @@ class VerifiedRecord:
     skew_flags: int = 0
     gap: GapInfo | None = None
     learned: bool = False  # the key was learned from this record's x5chain
+    payload: dict[str, Any] | None = None  # the decoded payload (checked against the profile)
 
     @property
     def device_id(self) -> str:
@@ -86,6 +90,28 @@ def gap_info(payload: Any, seq: int, device_id: str) -> GapInfo:
         raise Rejected("bad_gap", f"gap range {first}..{last} (count {values['count']}) must satisfy "
                        f"1 <= first <= last < {seq} and count = last - first + 1", device_id=device_id)
     return GapInfo(**values)
+
+
+def embedded_key(record: Record) -> DeviceKey:
+    """The key of a birth record's own leaf certificate, not chained to anything (``verify`` without a CA).
+
+    Raises ``Rejected`` (``unknown_kid`` without an x5chain, ``bad_chain`` for a certificate that does not
+    parse or holds another key type, ``key_mismatch`` when the kid is not its key): never anything else.
+    """
+    if not record.x5chain:
+        raise Rejected("unknown_kid", "no --trust CA or --registry given and the record carries no x5chain",
+                       device_id=record.device_id)
+    try:
+        public = x509.load_der_x509_certificate(record.x5chain[0]).public_key()
+    except Exception as e:  # ValueError, InvalidVersion, UnsupportedAlgorithm... from broken DER
+        raise Rejected("bad_chain", f"the x5chain certificate is not usable X.509: {type(e).__name__}: {e}",
+                       device_id=record.device_id) from e
+    if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        raise Rejected("bad_chain", f"certificate key type {type(public).__name__} is not P-256 or Ed25519",
+                       device_id=record.device_id)
+    if kid_for(public) != record.kid:
+        raise Rejected("key_mismatch", "record kid is not the embedded certificate's key", device_id=record.device_id)
+    return DeviceKey(record.device_id, record.kid, public, "x5chain-untrusted")
 
 
 def skew_flags(record: Record, received_ms: int, max_skew_ms: int) -> int:
@@ -152,12 +178,10 @@ class Verifier:
             raise Rejected(e.reason, f"{e} (kid {record.kid.hex()})", device_id=dev) from e
         if learned:
             self.trust.add(key)  # only once the chain and the signature both verified
-        gap = None
-        if record.kind == labels.KIND_GAP:
-            try:
-                payload = record.payload()
-            except EnvelopeError as e:
-                raise Rejected("bad_gap", str(e), device_id=dev) from e
-            gap = gap_info(payload, record.seq, dev)
+        try:  # every content type: a signed payload outside the profile is refused, not stored (issue 12)
+            payload = record.payload()
+        except EnvelopeError as e:
+            raise Rejected(e.reason, str(e), device_id=dev) from e
+        gap = gap_info(payload, record.seq, dev) if record.kind == labels.KIND_GAP else None
         return VerifiedRecord(record, info, key, received_ms, skew_flags(record, received_ms,
-                              self.limits.max_skew_ms), gap, learned)
+                              self.limits.max_skew_ms), gap, learned, payload)

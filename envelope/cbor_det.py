@@ -15,6 +15,8 @@ from typing import Any
 
 import cbor2
 
+from envelope.limits import DEFAULT_LIMITS
+
 _U64 = 2**64
 _pack_e = struct.Struct(">e").pack
 _unpack_e = struct.Struct(">e").unpack
@@ -130,34 +132,70 @@ def dumps(obj: Any) -> bytes:
     return encoded
 
 
-_MAX_DEPTH = 64
 _MIN_FOR_AI = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
+# Simple values a payload may hold: false, true, null, and the three float widths.
+_DATA_SIMPLE = frozenset({20, 21, 22, 25, 26, 27})
 
 
-def check_strict(data: bytes) -> None:
+def check_strict(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_cbor_depth, tags: bool = True) -> None:
     """Raise ``ValueError`` unless ``data`` is exactly one well-formed CBOR item in the profile's strict form.
 
     Strict form: definite lengths, every integer and length in its shortest head, no duplicate map keys, no
-    bytes after the item, nesting at most 64 deep. RFC 9052 §9 forbids processing a map that repeats a label
-    (two parsers could read different values from the same signed bytes); cbor2 keeps the last one silently
-    and ignores trailing bytes, so this runs before cbor2 sees untrusted bytes. Map key order is not checked:
-    an encoder that sorts keys another way (cbor2's canonical mode) still produces records that verify.
+    bytes after the item, nesting at most ``max_depth`` deep. RFC 9052 §9 forbids processing a map that
+    repeats a label (two parsers could read different values from the same signed bytes); cbor2 keeps the
+    last one silently and ignores trailing bytes, so this runs before cbor2 sees untrusted bytes. Map key
+    order is not checked: an encoder that sorts keys another way (cbor2's canonical mode) still produces
+    records that verify. ``tags=False`` also refuses every tag (a protected header of the profile has none).
     """
-    end = _walk(data, 0, 0)
+    end = _walk(data, 0, 0, max_depth, _RULES_STRICT if tags else _RULES_NO_TAGS)
     if end != len(data):
         raise ValueError(f"{len(data) - end} byte(s) after the end of the CBOR item")
 
 
-def _walk(data: bytes, pos: int, depth: int) -> int:
-    """Check the item at ``pos``; return the offset just past it."""
-    if depth > _MAX_DEPTH:
-        raise ValueError(f"CBOR nested deeper than {_MAX_DEPTH} levels")
+def item_end(data: bytes, pos: int, *, max_depth: int = DEFAULT_LIMITS.max_cbor_depth) -> int:
+    """The offset just past the strict-form item that starts at ``pos``; raises ``ValueError``."""
+    return _walk(data, pos, 0, max_depth, _RULES_STRICT)
+
+
+def check_payload(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_payload_depth) -> None:
+    """Raise ``ValueError`` unless ``data`` is a payload of the profile (docs/envelope.md §5).
+
+    A payload is a map in the strict form of ``check_strict``, nested at most ``max_depth`` deep, holding
+    only data: integers, floats, text (valid UTF-8), bytes, booleans, null, arrays and maps whose keys are
+    text. No tags (cbor2 would turn tags 28/29 into shared, even cyclic, objects and others into dates,
+    decimals or sets) and no other simple values (``undefined``), so every consumer reads the same values.
+    """
+    if not data or data[0] >> 5 != 5:
+        kind = "nothing" if not data else _MAJOR_NAMES[data[0] >> 5]
+        raise ValueError(f"payload must be a CBOR map, got {kind}")
+    end = _walk(data, 0, 0, max_depth, _RULES_DATA)
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} byte(s) after the end of the payload")
+
+
+_MAJOR_NAMES = ("an unsigned integer", "a negative integer", "a byte string", "a text string", "an array",
+                "a map", "a tag", "a simple value or float")
+
+
+_RULES_STRICT = 0  # check_strict
+_RULES_NO_TAGS = 1  # check_strict(tags=False)
+_RULES_DATA = 2  # check_payload: no tags, text keys, data simple values, valid UTF-8
+
+
+def _walk(data: bytes, pos: int, depth: int, max_depth: int, rules: int) -> int:
+    """Check the item at ``pos``; return the offset just past it, under ``rules`` (one of ``_RULES_*``)."""
+    data_only = rules == _RULES_DATA
+    if depth > max_depth:
+        raise ValueError(f"CBOR nested deeper than {max_depth} levels")
     size = len(data)
     if pos >= size:
         raise ValueError("CBOR item truncated")
     ib = data[pos]
     major, ai = ib >> 5, ib & 0x1F
     pos += 1
+    if major == 7 and data_only and ai not in _DATA_SIMPLE:
+        raise ValueError(f"simple value {ai if ai < 24 else 'of two bytes'} is not allowed in a payload "
+                         "(only false, true, null and floats)")
     if ai < 24:
         arg = ai
     elif ai < 28:
@@ -181,23 +219,31 @@ def _walk(data: bytes, pos: int, depth: int) -> int:
     if major <= 3:
         if arg > size - pos:
             raise ValueError("CBOR string truncated")
+        if major == 3 and data_only:
+            try:
+                data[pos:pos + arg].decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"text string is not valid UTF-8: {e.reason}") from e
         return pos + arg
     if major == 6:
-        return _walk(data, pos, depth + 1)
+        if rules:
+            raise ValueError(f"tag {arg} is not allowed {'in a payload' if data_only else 'here'}")
+        return _walk(data, pos, depth + 1, max_depth, rules)
     if arg > size - pos:
         raise ValueError("CBOR container truncated")
     if major == 4:
         for _ in range(arg):
-            pos = _walk(data, pos, depth + 1)
+            pos = _walk(data, pos, depth + 1, max_depth, rules)
         return pos
     seen: set[bytes] = set()
     for _ in range(arg):
         start = pos
-        pos = _walk(data, pos, depth + 1)
+        if data_only and (pos >= size or data[pos] >> 5 != 3):
+            raise ValueError("payload map keys must be text strings")
+        pos = _walk(data, pos, depth + 1, max_depth, rules)
         key = data[start:pos]
         if key in seen:
-            raise ValueError(f"map repeats the key {key.hex()}")
+            raise ValueError(f"map repeats the key {key.hex()[:80]}")
         seen.add(key)
-        pos = _walk(data, pos, depth + 1)
+        pos = _walk(data, pos, depth + 1, max_depth, rules)
     return pos
-

@@ -139,7 +139,8 @@ def verify_chain(chain_der: Sequence[bytes], cas: Sequence[x509.Certificate], cr
     return cert_identity(path[0])
 
 
-def verify_receipt(data: bytes, cas: Sequence[x509.Certificate], crls: Crls, now: datetime, device_id: str, *,
+def verify_receipt(data: bytes | bytearray | memoryview, cas: Sequence[x509.Certificate], crls: Crls, now: datetime,
+                   device_id: str, *,
                    bundle: Sequence[x509.Certificate] = (), max_bytes: int = DEFAULT_MAX_RECEIPT_BYTES) -> Receipt:
     """The receipt in ``data`` if it is valid for ``device_id``; raises ``InvalidReceipt`` otherwise.
 
