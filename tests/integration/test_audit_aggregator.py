@@ -1,14 +1,15 @@
 """``edge-aggregator audit`` against a real aggregator's log, served by the project's tile routes.
 
-A real ``AggregatorService`` with ``[log]`` takes records from devices over a real Mosquitto, stores them and
-integrates them into its log; ``aggregator.tlog.http.routes`` serve that store's checkpoint, tiles and bundles
-under uvicorn. The auditor reads them over HTTP with nothing but the log's verifier key and the fleet CA.
-Then the store is tampered with (a record byte changed, a row deleted), on SQLite and on PostgreSQL, and the
-audit must fail.
+A real ``AggregatorService`` with ``[log]`` and ``[web]`` takes records from devices over a real Mosquitto,
+stores them, integrates them into its log and serves its checkpoint, tiles and bundles at ``<web>/log``. After
+it stops, ``aggregator.tlog.http.routes`` under uvicorn serve the same store. The auditor reads them over
+HTTP with nothing but the log's verifier key and the fleet CA. Then the store is tampered with (a record byte
+changed, a row deleted), on SQLite and on PostgreSQL, and the audit must fail.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from aggregator import AggregatorService, TrustStore, Verifier, open_store
 from aggregator.cli import main
-from aggregator.config import LogSettings
+from aggregator.config import LogSettings, WebSettings
 from aggregator.trust import load_certificates
 from envelope import NoteSigner
 from provisioning import create_file_key, load_file_signer
@@ -65,7 +66,7 @@ def test_audit_of_a_running_aggregators_log(tmp_path: Path, mosquitto: Mosquitto
     fleet, (a, b) = fleet_with(tmp_path, f"{unique_id}-a", f"{unique_id}-b")
     settings, vkey, key_path = _log(tmp_path)
     cfg = make_config(tmp_path, fleet, mosquitto.port, f"agg-{unique_id}")
-    cfg = type(cfg)(**{**cfg.__dict__, "log": settings})
+    cfg = dataclasses.replace(cfg, log=settings, web=WebSettings(enabled=True, port=0))  # tiles at <web>/log
     sent = [a.birth(), b.birth()] + [(a if k % 3 else b).record(stream="vib" if k % 2 else "temp")
                                      for k in range(300)]
     a.seq += 2
@@ -91,20 +92,21 @@ def test_audit_of_a_running_aggregators_log(tmp_path: Path, mosquitto: Mosquitto
         summary = json.loads(capsys.readouterr().out)
         assert summary["bound"] and summary["log_size"] == len(sent)
         state = tmp_path / "audit-state.json"
-        with _serve(cfg.store.url) as base:
-            rc, report = _run_audit(capsys, base, vkey, fleet, "--state", str(state), "--ledger", str(ledgers))
-            assert rc == 0, report["findings"][:5]
-            assert (report["size"], report["records"], report["devices"], report["ledgers_checked"]) == \
-                (len(sent), len(sent), 2, 1)
-            more = [a.record() for _ in range(20)]  # the log grows while the aggregator runs
-            for info in [pub.publish(t, d, qos=1) for t, d in more]:
-                info.wait_for_publish(10)
-            total = len(sent) + len(more)
-            wait_for(lambda: (c := store.log_latest_checkpoint()) is not None and c.size == total, timeout=30,
-                     what=f"a checkpoint of {total} entries")
-            rc, report = _run_audit(capsys, base, vkey, fleet, "--state", str(state), "--ledger", str(ledgers),
-                                    "--jobs", "2")
-            assert rc == 0 and report["size"] == total, report["findings"][:5]  # consistent with the first
+        base = svc.web_url  # the aggregator's own web app serves its log at <web>/log
+        assert base is not None
+        rc, report = _run_audit(capsys, base, vkey, fleet, "--state", str(state), "--ledger", str(ledgers))
+        assert rc == 0, report["findings"][:5]
+        assert (report["size"], report["records"], report["devices"], report["ledgers_checked"]) == \
+            (len(sent), len(sent), 2, 1)
+        more = [a.record() for _ in range(20)]  # the log grows while the aggregator runs
+        for info in [pub.publish(t, d, qos=1) for t, d in more]:
+            info.wait_for_publish(10)
+        total = len(sent) + len(more)
+        wait_for(lambda: (c := store.log_latest_checkpoint()) is not None and c.size == total, timeout=30,
+                 what=f"a checkpoint of {total} entries")
+        rc, report = _run_audit(capsys, base, vkey, fleet, "--state", str(state), "--ledger", str(ledgers),
+                                "--jobs", "2")
+        assert rc == 0 and report["size"] == total, report["findings"][:5]  # consistent with the first
         doc = json.loads(Path(summary["json"]).read_text())
         missing = {e["device_id"]: e["missing"] for e in doc["entries"]}
         assert missing == {a.device_id: {"evicted": 2, "rejected": 0, "lost": 0},
