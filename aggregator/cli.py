@@ -208,17 +208,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(devices, indent=2, sort_keys=True, default=_jsonable))
         return 0
     print(f"{'device':<24} {'last seq':>10} {'settled':>10} {'stored':>9} {'dups':>7} {'equivoc':>7} "
-          f"{'missing':>8} {'policy gaps':>11} {'online':>6}  {'last seen':<20} rejects")
+          f"{'missing':>8} {'policy gaps':>11} {'online':>6} {'skew':>7} {'unsynced':>8}  {'last seen':<20} rejects")
     for d in devices:
         rejects = ", ".join(f"{k}={v}" for k, v in sorted(d.get("rejects", {}).items())) or "-"
         if d.get("unknown_device"):
             print(f"{d['device_id'] or '(no device)':<24} {'':>10} {'':>10} {'':>9} {'':>7} {'':>7} {'':>8} "
-                  f"{'':>11} {'':>6}  {'':<20} {rejects}")
+                  f"{'':>11} {'':>6} {'':>7} {'':>8}  {'':<20} {rejects}")
             continue
         online = {1: "yes", 0: "no"}.get(d["online"], "-")
         print(f"{d['device_id']:<24} {d['max_seq']:>10} {d['contiguous_seq']:>10} {d['stored']:>9} "
               f"{d['duplicates']:>7} {d.get('equivocations', 0):>7} {d['missing']:>8} {d['policy_gap_seqs']:>11} "
-              f"{online:>6}  "
+              f"{online:>6} {d['skew_flagged']:>7} {d['clock_states']['unsynced']:>8}  "
               f"{_ms(d['last_seen_ms']):<20} {rejects}")
     return 0
 
@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=cmd_export)
     add_ledger_parser(sub)
     add_audit_parser(sub)
+    from aggregator.model_registry import add_models_parser  # noqa: PLC0415 - tuf loads only for `models`
+
+    add_models_parser(sub)
     return p
 
 

@@ -1,15 +1,15 @@
-"""L1–L3: ledger build rate, audit of a log over HTTP, and its figure for 10^6 entries.
+"""G1–G3: ledger build rate, audit of a log over HTTP, and its figure for 10^6 entries.
 
 Why: the ledger is rebuilt from the whole log for every period, and ``edge-aggregator audit`` re-verifies
 every record of the log from its tiles (issue 11 goal: 10^6 entries in under 2 minutes).
 
-- L1 ledger build: ``LedgerBuilder.add`` over N logged records, then the period's ledger, its OpenZeppelin
+- G1 ledger build: ``LedgerBuilder.add`` over N logged records, then the period's ledger, its OpenZeppelin
   tree and the JSON document. Baseline in the same run: ``open_record`` over the same bytes (the decode floor).
-- L2 audit: a log of N entries (100 P-256 devices: births, results, a gap record per device) written as
+- G2 audit: a log of N entries (100 P-256 devices: births, results, a gap record per device) written as
   C2SP tlog-tiles files and served by a separate process; ``run_audit`` with ``--jobs`` = CPUs reads
   checkpoint, tiles and bundles over HTTP and verifies everything. Baseline: the raw P-256 verify rate
   over the same records (the floor of any auditor).
-- L3: L2's rate extrapolated to 10^6 entries, or measured when ``--audit-size 1000000`` (the work is linear in
+- G3: G2's rate extrapolated to 10^6 entries, or measured when ``--audit-size 1000000`` (the work is linear in
   the entries: one decode, one signature check, one leaf hash each; memory ≈ 40 bytes per record).
 
 Generated logs are cached under the temp dir (keyed by size), so a rerun measures only the audit.
@@ -127,7 +127,7 @@ def l1_ledger(entries: list[bytes], repeats: int) -> dict[str, Any]:
             open_record(e)
         decodes.append(len(entries) / (time.perf_counter() - t))
     value, base = median(builds), median(decodes)
-    return row("L1", f"ledger build entries/s ({len(entries):,} entries, {len(ledger.entries)} devices)", value,
+    return row("G1", f"ledger build entries/s ({len(entries):,} entries, {len(ledger.entries)} devices)", value,
                "entries/s", baseline=f"open_record {fmt(base)}/s", ratio=value / base, goal="report",
                note=f"{spread(builds)}; {1e6 / value:.1f} µs per entry; includes the OpenZeppelin tree and JSON")
 
@@ -168,12 +168,12 @@ def l2_audit(size: int, jobs: int, repeats: int) -> tuple[dict[str, Any], dict[s
         proc.kill()
         proc.wait()
     rate = median(rates)
-    l2 = row("L2", f"audit entries/s over HTTP ({n:,} entries, jobs {jobs})", rate, "entries/s",
+    l2 = row("G2", f"audit entries/s over HTTP ({n:,} entries, jobs {jobs})", rate, "entries/s",
              baseline=f"raw P-256 verify {fmt(raw)}/s (1 core)", ratio=rate / raw, goal="report",
              note=f"{spread(rates)}; checkpoint, tiles, bundles fetched; every signature, chain, tile and the "
                   "tree checked")
     seconds = 1_000_000 / rate
-    l3 = row("L3", "audit of 10^6 entries" + (" (measured)" if n >= 1_000_000 else
+    l3 = row("G3", "audit of 10^6 entries" + (" (measured)" if n >= 1_000_000 else
                                                f" (extrapolated from {n:,})"), seconds, "s",
              goal="< 120 s", passed=seconds < 120,
              note=f"linear in entries; {os.cpu_count()} CPUs, jobs {jobs}")

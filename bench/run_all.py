@@ -58,8 +58,7 @@ SUITE: list[tuple[tuple[str, ...], str, str]] = [
     (("B8",), "bench_aggregator", "run"),
     (("B9",), "bench_frames", "run"),
     (("E",), "bench_envelope", "run"),
-    (("W",), "bench_web", "run"),
-]
+]  # the round-2 modules (log, web, updates, receipts, ledger) run once, in their own table: ROUND2
 # Round 2 (issues 10-14): one module per feature, each with its own goals. Run in this fixed order after the
 # round-1 suite; a module that is not in the tree yet (another branch) is skipped silently, not reported.
 ROUND2: tuple[tuple[str, str], ...] = (

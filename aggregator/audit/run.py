@@ -282,7 +282,7 @@ def _in_pool(client: TileClient, auditor: Auditor, cas: Sequence[x509.Certificat
                 entries = _fetch_bundle(client, auditor, bundle)
                 if entries:
                     pending.append(pool.submit(worker_check, bundle.start, entries, births_len))
-                drain(2 * jobs)
+                drain(4 * jobs)
             drain(0)
 
 

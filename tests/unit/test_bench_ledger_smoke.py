@@ -13,7 +13,7 @@ def test_ledger_bench_rows() -> None:
     folder, _, _ = bench_ledger.make_log(600)
     n = int((folder.parent / "DONE").read_text())
     row = bench_ledger.l1_ledger(bench_ledger._bundle_entries(folder, n), 1)
-    assert row["id"] == "L1" and row["value"] > 0 and math.isfinite(row["value"])
+    assert row["id"] == "G1" and row["value"] > 0 and math.isfinite(row["value"])
 
 
 @pytest.mark.integration
