@@ -478,8 +478,9 @@ def check_environment(cfg: AgentConfig) -> None:
         raise ConfigError(cfg.source_file, p.items)
 
 
-def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
-    """Read, parse and check the config at ``path``. Raises ``ConfigError`` listing every problem."""
+def read_config(path: str) -> AgentConfig:
+    """Read and parse the config at ``path``: the file alone, no other I/O (``device_id_file`` is not read).
+    Raises ``ConfigError`` listing every problem."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -491,7 +492,12 @@ def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
         raise ConfigError(path, [("(syntax)", f"not valid TOML: {e}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, [("(syntax)", "not valid UTF-8 text")]) from None
-    cfg = parse_config(data, path)
+    return parse_config(data, path)
+
+
+def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
+    """Read, parse and check the config at ``path``. Raises ``ConfigError`` listing every problem."""
+    cfg = read_config(path)
     if cfg.device_id_file:
         cfg = replace(cfg, device_id=read_device_id(cfg.device_id_file, path))
     if check_files:

@@ -293,6 +293,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- check-config ------------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config without starting anything: exit 0 valid, 2 with every problem (file: key: message)."""
+    cfg = load_config(args.config)  # ConfigError -> main: exit 2
+    if not args.offline:
+        from aggregator.config_files import check_files  # noqa: PLC0415
+
+        problems = check_files(cfg)
+        if problems:
+            print(f"edge-aggregator: invalid configuration:\n{ConfigError(str(args.config), problems)}\n"
+                  "(checking the file alone, not the files it names on this machine? add --offline)",
+                  file=sys.stderr)
+            return 2
+    mode = "schema only (--offline)" if args.offline else "files checked"
+    print(f"{args.config}: valid ({mode}; store {cfg.store.url.rsplit('@', 1)[-1]}, broker {cfg.mqtt.url}, "
+          f"{len(cfg.trust.ca_files)} CA file(s), receipts {'signed' if cfg.identity.key else 'OFF'})")
+    return 0
+
+
 # ---- entry -------------------------------------------------------------------------------------------
 
 
@@ -304,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="TOML config file (see examples/aggregator.toml)")
     run.add_argument("--client-id", help="override mqtt.client_id (one per worker)")
     run.set_defaults(func=cmd_run)
+    chk = sub.add_parser("check-config", help="validate a config file without starting anything (exit 2 if invalid)")
+    chk.add_argument("config", help="aggregator TOML config")
+    chk.add_argument("--offline", action="store_true", help="check only the file (schema, values), not the files "
+                     "it names: for a config written on another machine, or the shipped example")
+    chk.set_defaults(func=cmd_check_config)
     ver = sub.add_parser("verify", help="verify one record (raw, hex or base64) and print it as JSON")
     ver.add_argument("file", help="record file, or - for stdin")
     ver.add_argument("--trust", action="append", default=[], help="fleet CA certificate PEM (repeatable)")
