@@ -113,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         args = build_parser().parse_args(argv)
+        from agent.platform_support import this_platform_problem  # noqa: PLC0415
+
+        problem = this_platform_problem()
+        if problem:  # before anything loads: a 32-bit image would fail later with a far less clear error
+            print(f"edge-agent: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         return int(args.func(args))
 
     return run_main(body)
