@@ -57,6 +57,7 @@ def test_the_tflite_runtime_is_required_on_every_linux_machine() -> None:
     deps = [Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
     (litert,) = [r for r in deps if r.name == "ai-edge-litert"]
     for machine in ("armv7l", "armv6l", "aarch64", "x86_64", "riscv64"):
-        env: dict[str, str] = {**default_environment(), "platform_machine": machine, "platform_system": "Linux"}
+        env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+        env.update(platform_machine=machine, platform_system="Linux")
         assert litert.marker is None or litert.marker.evaluate(env), machine
     assert "ai-edge-litert>=1.2" in (REPO / "docs" / "install.md").read_text()
