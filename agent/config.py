@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from agent.errors import ConfigError
 from agent.settings import (
     AgentConfig,
+    DelegateConfig,
     DoctorConfig,
     MetricsConfig,
     MqttConfig,
@@ -204,12 +205,34 @@ def _parse_pipeline(t: _Table, base_dir: str) -> PipelineConfig | None:
     num_threads = t.get("num_threads", int, 1, check=lambda v: None if 1 <= v <= 16 else f"must be 1..16, got {v}")
     queue_windows = t.get("queue_windows", int, 256, check=_positive)
     source = _parse_source(t.table("source", required=True), base_dir)
+    delegate = _parse_delegate(t.table("delegate"), base_dir) if "delegate" in t.data else None
+    t.seen.add("delegate")
     t.finish()
     if not (stream and model and window and hop and source):
         return None
     return PipelineConfig(stream=stream, source=source, model=model_path, metadata=meta_path, window=window,
                           hop=hop, labels=tuple(labels), score_threshold=threshold, num_threads=num_threads,
-                          queue_windows=queue_windows)
+                          queue_windows=queue_windows, delegate=delegate)
+
+
+def _parse_delegate(t: _Table, base_dir: str) -> DelegateConfig | None:
+    """``[pipeline.delegate]``: library (a path, or a soname the loader finds), options, on_failure, name."""
+    lib = t.get("library", str, "", required=True, check=lambda v: None if v.strip() else "must not be empty")
+    raw = t.get("options", dict, {})
+    options = []
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            t.p.add(t.key(f"options.{k}"), f"expected a string or number, got {type(v).__name__}")
+            continue
+        options.append((str(k), str(v)))
+    on_failure = t.get("on_failure", str, "fail", check=_one_of("fail", "cpu_fallback"))
+    name = t.get("name", str, "", check=lambda v: None if re.match(r"^[A-Za-z0-9_.-]{0,64}$", v)
+                 else f"must be 1-64 of [A-Za-z0-9_.-], got {v!r}")
+    t.finish()
+    if not lib:
+        return None
+    library = _resolve(base_dir, lib) if "/" in lib else lib  # a bare soname: the dynamic loader's search path
+    return DelegateConfig(library=library, options=tuple(options), on_failure=on_failure, name=name)
 
 
 def _check_vkey(value: str) -> str | None:

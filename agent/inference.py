@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.delegates import DelegateError, DelegateState, delegate_name, open_delegate
 from agent.errors import InferenceError
 from agent.model_meta import ModelMeta
 from agent.quantize import AffineQuantizer, dequantize
+from agent.settings import DelegateConfig
 
 __all__ = ["Inference", "Model", "PreparedInput", "runtime_name"]
 
@@ -108,8 +110,13 @@ class Model:
     """One interpreter for one model file; see the module docstring. Not thread-safe."""
 
     @classmethod
-    def load(cls, path: str, meta: ModelMeta, *, num_threads: int = 1) -> Model:
-        """Read ``path`` once, check it against ``meta``, build the interpreter and all buffers."""
+    def load(cls, path: str, meta: ModelMeta, *, num_threads: int = 1, delegate: DelegateConfig | None = None) -> Model:
+        """Read ``path`` once, check it against ``meta``, build the interpreter and all buffers.
+
+        With ``delegate`` the interpreter runs under that external delegate (``agent.delegates``); when it
+        cannot, ``delegate.on_failure`` decides: raise ``DelegateError``, or run on the CPU and record why in
+        ``delegate_state``.
+        """
         if num_threads < 1:
             raise InferenceError(f"{path}: num_threads: expected >= 1, got {num_threads}")
         try:
@@ -124,14 +131,36 @@ class Model:
                 "(model and metadata are from different builds)"
             )
         interpreter_cls, runtime = _load_runtime()
+        state = DelegateState()
+        interp = None
+        if delegate is not None:
+            name = delegate.name or delegate_name(delegate.library)
+            try:
+                d = open_delegate(delegate, interpreter_cls.__module__)
+                try:
+                    interp = interpreter_cls(model_content=content, num_threads=num_threads,
+                                             experimental_delegates=[d])
+                    interp.allocate_tensors()
+                except (ValueError, RuntimeError) as e:
+                    raise DelegateError(delegate.library, f"cannot run {path} under it: {e}") from e
+                state = DelegateState(delegate.library, name, "loaded")
+            except DelegateError as e:
+                if delegate.on_failure != "cpu_fallback":
+                    raise DelegateError(e.library, f"{e.cause} (model {path}; on_failure = fail; set "
+                                                   "on_failure = \"cpu_fallback\" to run on the CPU instead)") from e
+                log.warning("%s: %s; running on the CPU (on_failure = cpu_fallback)", path, e)
+                state = DelegateState(delegate.library, "cpu", "cpu_fallback", e.cause)
+                interp = None
         try:
-            interp = interpreter_cls(model_content=content, num_threads=num_threads)
-            interp.allocate_tensors()
+            if interp is None:
+                interp = interpreter_cls(model_content=content, num_threads=num_threads)
+                interp.allocate_tensors()
             inputs = interp.get_input_details()
             outputs = interp.get_output_details()
         except (ValueError, RuntimeError) as e:
             raise InferenceError(f"{path}: expected a TFLite model, the runtime refused it: {e}") from e
         self = cls(path, meta, content, digest, interp, runtime, inputs, outputs)
+        self.delegate_state = state
         log.info(
             "model %s loaded with %s: input %s %s, %d labels, sha256 %s",
             path, runtime, meta.input_shape, meta.input_dtype, len(meta.labels), digest.hex()[:16],
@@ -203,6 +232,12 @@ class Model:
             self._lut = dequantize(codes, out_scale, out_zero)
         self._out_dtype = out_dtype
         self._fault = ModelFault.from_env(digest.hex())
+        self.delegate_state = DelegateState()
+
+    @property
+    def runtime_id(self) -> str:
+        """The runtime golden vectors are judged for: ``cpu``, or the delegate's name when it is loaded."""
+        return self.delegate_state.name
 
     @property
     def model_sha256(self) -> bytes:

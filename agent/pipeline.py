@@ -258,7 +258,10 @@ class PipelineRunner:
     def _use(self, model: Model, meta: ModelMeta) -> None:
         self.model = model
         self.meta = meta
-        self.labels = self.cfg.labels or meta.labels
+        labels = self.cfg.labels or meta.labels
+        if tuple(labels) != tuple(self.labels):  # the payload encoder caches the label strings
+            self._encoder = ResultEncoder(tuple(labels))
+        self.labels = labels
 
     def _revert(self, trial: Trial, reason: str, w: Window) -> None:
         if trial.reverted:

@@ -306,17 +306,17 @@ class Agent:
             log.error("pipeline %s: %s; running the shipped model %s", pc.stream, sm.note, pc.model)
         if sm.source == "update":
             try:
-                model = Model.load(sm.path, sm.meta, num_threads=pc.num_threads)
+                model = Model.load(sm.path, sm.meta, num_threads=pc.num_threads, delegate=pc.delegate)
                 log.info("pipeline %s: running model %s version %s from a signed update", pc.stream, sm.meta.name,
                          sm.meta.version)
                 return sm.meta, model
             except InferenceError as e:
                 log.error("pipeline %s: the committed update does not load (%s); running the shipped model %s",
                           pc.stream, e, pc.model)
-        return shipped, Model.load(pc.model, shipped, num_threads=pc.num_threads)
+        return shipped, Model.load(pc.model, shipped, num_threads=pc.num_threads, delegate=pc.delegate)
 
     def _load_update(self, path: str, meta: ModelMeta, runner: PipelineRunner) -> Model:
-        return Model.load(path, meta, num_threads=runner.cfg.num_threads)
+        return Model.load(path, meta, num_threads=runner.cfg.num_threads, delegate=runner.cfg.delegate)
 
     def _receipt_time(self) -> float | None:
         r = self.link.core.last_receipt if self.link is not None else None
@@ -339,6 +339,7 @@ class Agent:
             u = upd.get(r.model_id, {})
             out.append({"stream": r.cfg.stream, "model": r.meta.name, "version": r.meta.version,
                         "sha256": r.model.model_sha256.hex(), "labels": list(r.labels),
+                        "delegate": r.model.delegate_state.doc(),
                         "pending": u.get("pending"), "refused": u.get("refused", {}),
                         "reverted": u.get("reverted", {})})
         return out
@@ -449,7 +450,8 @@ class Agent:
                     "source": r.source.counters(),
                     "model": {"id": r.model_id, "name": r.meta.name, "version": r.meta.version,
                               "sha256": r.model.model_sha256.hex(),
-                              "trial": r.trial is not None and not r.trial.reverted},
+                              "trial": r.trial is not None and not r.trial.reverted,
+                              "delegate": r.model.delegate_state.doc()},
                 }
                 for r in self.pipelines
             },
@@ -465,7 +467,8 @@ class Agent:
         cm = self.committer
         if cm is None or not cm.alive:
             reasons.append("committer thread is not running")
-        elif now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy else COMMIT_RETRY_MAX_S):
+        elif not cm.stats.waiting and now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy
+                                                                                 else COMMIT_RETRY_MAX_S):
             reasons.append(f"committer stalled for {now - cm.stats.last_progress:.0f}s")
         elif not cm.stats.healthy:
             # Retrying with backoff is the right thing on a full disk, and a restart would not free space
@@ -478,6 +481,11 @@ class Agent:
                 reasons.append(f"pipeline {r.cfg.stream} stalled for {stuck:.0f}s")
         if self.link is not None and not self.link.alive:
             reasons.append("MQTT link thread is not running")
+        for r in self.pipelines:
+            ds = r.model.delegate_state
+            if ds.state == "cpu_fallback":
+                degraded.append(f"pipeline {r.cfg.stream}: delegate {ds.library} not in use, running on the CPU "
+                                f"({ds.error})")
         if self.updater is not None and self.updater.started and not self.updater.alive:
             degraded.append("model updater thread is not running (signed updates stopped)")
         if self.link is not None and self.link.health.degraded(now):

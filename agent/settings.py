@@ -45,6 +45,16 @@ SourceConfig = SimulatedSourceConfig | ReplaySourceConfig | SerialSourceConfig
 
 
 @dataclass(frozen=True)
+class DelegateConfig:
+    """An external TFLite delegate under a pipeline's model (agent.delegates)."""
+
+    library: str  # path or soname, e.g. /usr/lib/aarch64-linux-gnu/libedgetpu.so.1
+    options: tuple[tuple[str, str], ...] = ()  # passed to the library as strings
+    on_failure: str = "fail"  # or "cpu_fallback": run on the CPU and say so in status and birth records
+    name: str = ""  # runtime name for golden vectors; empty: from the library's file name (edgetpu)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """One sensor stream → windows → model → signed results on ``<prefix>/<device>/result/<stream>``."""
 
@@ -58,6 +68,7 @@ class PipelineConfig:
     score_threshold: float = 0.0  # below it the result's label is "uncertain" (still published)
     num_threads: int = 1
     queue_windows: int = 256  # bounded queue between this pipeline and the signer/committer
+    delegate: DelegateConfig | None = None  # [pipeline.delegate]: an accelerator's external delegate
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class OutboxConfig:
     delivery: str = "aggregator"  # or "broker"
     resend_after_s: float = 30.0
     commit_batch: int = 256
-    commit_linger_s: float = 0.5  # a part-filled batch of results waits this long for more (fewer fsyncs)
+    commit_linger_s: float = 1.0  # a part-filled batch of results waits this long for more (fewer fsyncs)
     inflight_max: int = 1000
 
 

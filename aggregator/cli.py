@@ -361,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=cmd_export)
     add_ledger_parser(sub)
     add_audit_parser(sub)
+    from aggregator.model_registry import add_models_parser  # noqa: PLC0415 - tuf loads only for `models`
+
+    add_models_parser(sub)
     return p
 
 

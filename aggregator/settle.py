@@ -27,6 +27,8 @@ REJECT_REASONS: Final[dict[str, tuple[str, str]]] = {
     "not_cbor": (PERMANENT, "the bytes are not strict CBOR"),
     "malformed": (PERMANENT, "not a COSE_Sign1 record of the profile, or an x5chain on a non-status record"),
     "envelope": (PERMANENT, "any other envelope refusal"),
+    "bad_crit": (PERMANENT, "the protected header marks critical (crit, label 2) a label the profile does not "
+                            "understand, or carries a counter signature (label 7): RFC 9052 §3.1"),
     "bad_alg": (PERMANENT, "algorithm outside the allow-list, or not fitting the key"),
     "bad_topic": (PERMANENT, "the topic is not a record topic of the prefix"),
     "topic_mismatch": (PERMANENT, "the protected header names another device, kind or stream than the topic"),

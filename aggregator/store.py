@@ -545,6 +545,15 @@ class Store:
         if self.dialect == "postgresql":
             self._conn.rollback()  # end the implicit read transaction so we see other workers' commits
 
+    def model_digest_counts(self) -> list[tuple[str, bytes, int]]:
+        """Stored results per (device, model digest): what ``edge-aggregator models`` checks against the
+        signed model targets (aggregator.model_registry)."""
+        rows = self._exec("SELECT device_id, model_sha256, COUNT(*) FROM records WHERE kind = 'result' "
+                          "AND model_sha256 IS NOT NULL GROUP BY device_id, model_sha256 "
+                          "ORDER BY device_id").fetchall()
+        self._end_read()
+        return [(str(d), bytes(m), int(n)) for d, m, n in rows]
+
     def device_stats(self) -> list[dict[str, Any]]:
         """Per device: sequence state, counters, missing seqs, rejects by reason."""
         cols = ("device_id, contiguous_seq, contiguous_epoch, max_seq, max_epoch, kid, first_seen_ms, last_seen_ms, "
@@ -640,18 +649,21 @@ class Store:
                            "ON CONFLICT (id) DO NOTHING", (EMPTY_ROOT, now_ms))
                 row = self._exec(f"SELECT size FROM log_state WHERE id = 1{lock}").fetchone()  # noqa: S608
             size = int(row[0])
-            order = "rowid" if self.dialect == "sqlite" else "received_ms, device_id, seq"
-            pending = self._exec(f"SELECT device_id, seq, record FROM records WHERE log_index IS NULL "  # noqa: S608
+            # SQLite: rowid order is commit order (one writer), and the rowid is the cheapest way back to the row
+            key, order = (("rowid", "rowid") if self.dialect == "sqlite" else
+                          ("device_id, seq", "received_ms, device_id, seq"))
+            pending = self._exec(f"SELECT record, {key} FROM records WHERE log_index IS NULL "  # noqa: S608
                                  f"ORDER BY {order} LIMIT {int(max_entries)}").fetchall()
             if not pending:
                 self._commit()
                 return builder, None
             if builder is None or builder.size != size:
                 builder = TileBuilder.resume(size, self._read_tiles([(lv, ix) for lv, ix, _ in partial_tiles(size)]))
-            builder.extend(leaf_hash(bytes(rec)) for _, _, rec in pending)
+            builder.extend(leaf_hash(bytes(row[0])) for row in pending)
             cur = self._conn.cursor()
-            cur.executemany(self._q("UPDATE records SET log_index = ? WHERE device_id = ? AND seq = ?"),
-                            [(size + i, d, q) for i, (d, q, _) in enumerate(pending)])
+            where = "rowid = ?" if self.dialect == "sqlite" else "device_id = ? AND seq = ?"
+            cur.executemany(self._q(f"UPDATE records SET log_index = ? WHERE {where}"),  # noqa: S608
+                            [(size + i, *row[1:]) for i, row in enumerate(pending)])
             cur.executemany(self._q("INSERT INTO log_tiles (level, idx, width, nodes) VALUES (?,?,?,?) "
                                     "ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, "
                                     "nodes = excluded.nodes"),

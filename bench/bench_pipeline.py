@@ -300,6 +300,21 @@ def child_b2(seconds: float, warmup: float, baseline_s: float, source: str = "si
             setattr(agent_service, "make_source",  # noqa: B010 - the Agent builds its sources through this name
                     lambda stream, cfg: _MemorySource.make(stream, recorded))
         agent = Agent(config)
+        if os.environ.get("BENCH_FAKE_SIGN"):  # experiment only: what signing costs the whole agent
+            from provisioning import load_file_signer
+
+            real = load_file_signer(key_path)
+
+            class _Fake:
+                alg, kid = real.alg, real.kid
+
+                def sign(self, data: bytes) -> bytes:
+                    return bytes(64)
+
+                def public_key(self) -> Any:
+                    return real.public_key()
+
+            agent._signer = _Fake()
         agent.start()
         try:
             assert agent.link is not None

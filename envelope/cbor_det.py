@@ -137,7 +137,7 @@ _MIN_FOR_AI = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
 _DATA_SIMPLE = frozenset({20, 21, 22, 25, 26, 27})
 
 
-def check_strict(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_cbor_depth) -> None:
+def check_strict(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_cbor_depth, tags: bool = True) -> None:
     """Raise ``ValueError`` unless ``data`` is exactly one well-formed CBOR item in the profile's strict form.
 
     Strict form: definite lengths, every integer and length in its shortest head, no duplicate map keys, no
@@ -145,11 +145,16 @@ def check_strict(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_cbor_depth)
     repeats a label (two parsers could read different values from the same signed bytes); cbor2 keeps the
     last one silently and ignores trailing bytes, so this runs before cbor2 sees untrusted bytes. Map key
     order is not checked: an encoder that sorts keys another way (cbor2's canonical mode) still produces
-    records that verify.
+    records that verify. ``tags=False`` also refuses every tag (a protected header of the profile has none).
     """
-    end = _walk(data, 0, 0, max_depth, False)
+    end = _walk(data, 0, 0, max_depth, _RULES_STRICT if tags else _RULES_NO_TAGS)
     if end != len(data):
         raise ValueError(f"{len(data) - end} byte(s) after the end of the CBOR item")
+
+
+def item_end(data: bytes, pos: int, *, max_depth: int = DEFAULT_LIMITS.max_cbor_depth) -> int:
+    """The offset just past the strict-form item that starts at ``pos``; raises ``ValueError``."""
+    return _walk(data, pos, 0, max_depth, _RULES_STRICT)
 
 
 def check_payload(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_payload_depth) -> None:
@@ -163,7 +168,7 @@ def check_payload(data: bytes, *, max_depth: int = DEFAULT_LIMITS.max_payload_de
     if not data or data[0] >> 5 != 5:
         kind = "nothing" if not data else _MAJOR_NAMES[data[0] >> 5]
         raise ValueError(f"payload must be a CBOR map, got {kind}")
-    end = _walk(data, 0, 0, max_depth, True)
+    end = _walk(data, 0, 0, max_depth, _RULES_DATA)
     if end != len(data):
         raise ValueError(f"{len(data) - end} byte(s) after the end of the payload")
 
@@ -172,8 +177,14 @@ _MAJOR_NAMES = ("an unsigned integer", "a negative integer", "a byte string", "a
                 "a map", "a tag", "a simple value or float")
 
 
-def _walk(data: bytes, pos: int, depth: int, max_depth: int, data_only: bool) -> int:
-    """Check the item at ``pos``; return the offset just past it. ``data_only``: the payload rules."""
+_RULES_STRICT = 0  # check_strict
+_RULES_NO_TAGS = 1  # check_strict(tags=False)
+_RULES_DATA = 2  # check_payload: no tags, text keys, data simple values, valid UTF-8
+
+
+def _walk(data: bytes, pos: int, depth: int, max_depth: int, rules: int) -> int:
+    """Check the item at ``pos``; return the offset just past it, under ``rules`` (one of ``_RULES_*``)."""
+    data_only = rules == _RULES_DATA
     if depth > max_depth:
         raise ValueError(f"CBOR nested deeper than {max_depth} levels")
     size = len(data)
@@ -215,24 +226,24 @@ def _walk(data: bytes, pos: int, depth: int, max_depth: int, data_only: bool) ->
                 raise ValueError(f"text string is not valid UTF-8: {e.reason}") from e
         return pos + arg
     if major == 6:
-        if data_only:
-            raise ValueError(f"tag {arg} is not allowed in a payload")
-        return _walk(data, pos, depth + 1, max_depth, data_only)
+        if rules:
+            raise ValueError(f"tag {arg} is not allowed {'in a payload' if data_only else 'here'}")
+        return _walk(data, pos, depth + 1, max_depth, rules)
     if arg > size - pos:
         raise ValueError("CBOR container truncated")
     if major == 4:
         for _ in range(arg):
-            pos = _walk(data, pos, depth + 1, max_depth, data_only)
+            pos = _walk(data, pos, depth + 1, max_depth, rules)
         return pos
     seen: set[bytes] = set()
     for _ in range(arg):
         start = pos
         if data_only and (pos >= size or data[pos] >> 5 != 3):
             raise ValueError("payload map keys must be text strings")
-        pos = _walk(data, pos, depth + 1, max_depth, data_only)
+        pos = _walk(data, pos, depth + 1, max_depth, rules)
         key = data[start:pos]
         if key in seen:
             raise ValueError(f"map repeats the key {key.hex()[:80]}")
         seen.add(key)
-        pos = _walk(data, pos, depth + 1, max_depth, data_only)
+        pos = _walk(data, pos, depth + 1, max_depth, rules)
     return pos

@@ -10,9 +10,11 @@ from typing import Final
 
 # Standard COSE header parameters (RFC 9052 §3.1, RFC 9360).
 ALG: Final = 1
+CRIT: Final = 2  # labels the recipient must understand, or reject the message (RFC 9052 §3.1)
 CONTENT_TYPE: Final = 3
 KID: Final = 4
 CWT_CLAIMS: Final = 15  # RFC 9597
+COUNTER_SIGNATURE: Final = 7  # RFC 8152's; RFC 9052 §3.1 says recipients must understand it: we do not
 X5CHAIN: Final = 33
 
 # CWT claim keys used inside label 15.
@@ -26,6 +28,10 @@ CAPTURE: Final = -65539
 STREAM: Final = -65540
 MODEL_DIGEST: Final = -65541
 INPUT_DIGEST: Final = -65542
+
+# Every protected label a record of this profile may mark critical: the ones the verifier understands.
+RECORD_LABELS: Final = frozenset({ALG, CRIT, CONTENT_TYPE, KID, CWT_CLAIMS, X5CHAIN, EPOCH, SEQ, CAPTURE, STREAM,
+                                  MODEL_DIGEST, INPUT_DIGEST})
 
 # Algorithms (COSE registry). ESP256 is the fully-specified name (RFC 9864) for ECDSA P-256 + SHA-256.
 ALG_ESP256: Final = -9

@@ -220,7 +220,7 @@ def receipt_header(msg: Sign1) -> ReceiptHeader:
     if not msg.protected:
         raise MalformedReceipt("bad_header", "protected header must not be empty")
     try:
-        hdr = msg.protected_map()
+        hdr = msg.protected_map(tags=False)
     except Exception as e:
         raise MalformedReceipt("bad_header", f"protected header: {e}") from e
     extra = [k for k in hdr if k not in _PROTECTED_LABELS]

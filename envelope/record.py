@@ -91,8 +91,10 @@ def _check_header(header: RecordHeader) -> None:
         value = getattr(header, name)
         if not _is_int(value) or not 0 <= value < 2**64:
             raise ValueError(f"{name} must be an int in 0..2**64-1, got {value!r:.40}")
-    if not _is_int(header.iat) or not _is_int(header.capture_ms):
-        raise ValueError(f"iat and capture_ms must be int, got {header.iat!r:.40} and {header.capture_ms!r:.40}")
+    for name in ("iat", "capture_ms"):  # beyond 64-bit heads CBOR needs a bignum tag, and headers have no tags
+        value = getattr(header, name)
+        if not _is_int(value) or not -(2**64) <= value < 2**64:
+            raise ValueError(f"{name} must be an int in -2**64..2**64-1, got {value!r:.40}")
     if not _is_int(header.clock_state) or header.clock_state not in _CLOCK_STATES:
         raise ValueError(f"clock_state must be 0, 1 or 2, got {header.clock_state!r:.40}")
     for name in ("model_sha256", "input_sha256"):
@@ -273,12 +275,16 @@ class Sign1:
     payload: bytes
     signature: bytes
 
-    def protected_map(self) -> dict[Any, Any]:
-        """The decoded protected header; an empty byte string is the empty map (RFC 9052 §3)."""
+    def protected_map(self, *, tags: bool = True) -> dict[Any, Any]:
+        """The decoded protected header; an empty byte string is the empty map (RFC 9052 §3).
+
+        ``tags=False`` (the profiles): a tag anywhere in the header is refused; cbor2 would silently strip a
+        tag 55799, so the same header could be sent as two byte strings.
+        """
         if not self.protected:
             return {}
         try:
-            cbor_det.check_strict(self.protected)
+            cbor_det.check_strict(self.protected, tags=tags)
         except ValueError as e:
             raise MalformedRecord(f"protected header is not strict CBOR: {e}") from e
         try:
@@ -290,13 +296,41 @@ class Sign1:
         return hdr
 
 
+_SIGN1_PARTS = ((2, "protected header", "a byte string"), (5, "unprotected header", "a map"),
+                (2, "payload", "a byte string"), (2, "signature", "a byte string"))
+
+
+def _check_layout(data: bytes) -> None:
+    """Tag 18 must be the first byte and the only tag around or on the four parts (checked on the bytes).
+
+    cbor2 strips tag 55799 (self-described CBOR) wherever it appears, so ``55799(18([...]))`` or a part
+    wrapped in it would decode like the plain record: the same signed record as several byte strings,
+    which defeats dedup by bytes and lets anyone on the path change a record without touching its signature.
+    RFC 9052 §2 defines ``COSE_Sign1_Tagged = #6.18(COSE_Sign1)``; the profile accepts that form only.
+    """
+    if data[:1] != b"\xd2":
+        what = "CBOR tag 55799 (self-described CBOR)" if data[:3] == b"\xd9\xd9\xf7" else (
+            "another tag" if data[:1] and data[0] >> 5 == 6 else "no tag")
+        raise MalformedRecord(f"expected CBOR tag 18 (COSE_Sign1) as the first byte, found {what}")
+    if data[1:2] != b"\x84":
+        raise MalformedRecord("COSE_Sign1 must be an array of 4 elements directly inside tag 18")
+    pos = 2
+    for major, name, want in _SIGN1_PARTS:
+        if data[pos] >> 5 != major:
+            raise MalformedRecord(f"COSE_Sign1 {name} must be {want} (no tag), found major type {data[pos] >> 5}")
+        pos = cbor_det.item_end(data, pos)
+
+
 def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Sign1:
     """Split a tagged COSE_Sign1 (tag 18 required) into its parts; raises ``MalformedRecord``."""
     if len(data) > max_bytes:
         raise MalformedRecord(f"record is {len(data)} bytes, limit is {max_bytes}", reason="oversize")
     try:
         cbor_det.check_strict(data)
+        _check_layout(data)
         outer = cbor2.loads(data)
+    except MalformedRecord:
+        raise
     except Exception as e:
         raise MalformedRecord(f"not CBOR: {e}", reason="not_cbor") from e
     if not isinstance(outer, cbor2.CBORTag) or outer.tag != L.COSE_SIGN1_TAG:
@@ -312,6 +346,33 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> S
     return Sign1(protected, unprotected, payload, signature)
 
 
+def _check_crit(hdr: dict[Any, Any]) -> None:
+    """RFC 9052 §3.1: refuse a ``crit`` we cannot honour; unknown labels not marked critical are ignored.
+
+    ``crit`` must be a non-empty array of labels (int or text), each present in the protected header; every
+    one must be a label this profile understands (``labels.RECORD_LABELS``). A counter signature (label 7,
+    RFC 8152) must be understood by every recipient, so a record carrying one is refused too.
+    """
+    if L.COUNTER_SIGNATURE in hdr:
+        raise MalformedRecord("the protected header carries a counter signature (label 7), which this profile "
+                              "does not process", reason="bad_crit")
+    if L.CRIT not in hdr:
+        return
+    crit = hdr[L.CRIT]
+    if not isinstance(crit, (list, tuple)) or not crit:
+        raise MalformedRecord(f"crit (label 2) must be a non-empty array of labels, got {crit!r:.80}",
+                              reason="bad_crit")
+    for label in crit:
+        if not (isinstance(label, str) or _is_int(label)):
+            raise MalformedRecord(f"crit names {label!r:.40}, which is not a label", reason="bad_crit")
+        if label not in hdr:
+            raise MalformedRecord(f"crit names label {label!r:.40}, absent from the protected header",
+                                  reason="bad_crit")
+        if label not in L.RECORD_LABELS:
+            raise MalformedRecord(f"crit names label {label!r:.40}, which this profile does not understand "
+                                  "(RFC 9052 §3.1: the record must be rejected)", reason="bad_crit")
+
+
 def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Record:
     """Parse a record without verifying it. Raises ``MalformedRecord`` on anything off-profile."""
     msg = decode_sign1(data, max_bytes=max_bytes)
@@ -320,7 +381,8 @@ def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Re
         raise MalformedRecord("unprotected header must be empty in this profile")
     if not protected:
         raise MalformedRecord("protected header must not be empty in this profile")
-    hdr = msg.protected_map()
+    hdr = msg.protected_map(tags=False)
+    _check_crit(hdr)
     if isinstance(hdr.get(L.ALG), str):  # a registered COSE alg may be text; none of ours is
         raise UnsupportedAlgorithm(f"algorithm {hdr[L.ALG]!r:.40} is not accepted; "
                                    f"expected one of {sorted(L.ACCEPTED_ALGS)}")

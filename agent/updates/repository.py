@@ -77,7 +77,11 @@ def _classify(e: BaseException) -> AgentError:
     if isinstance(e, tx.DownloadHTTPError):
         return RepositoryUnreachable(f"http_{e.status_code}", str(e))
     if isinstance(e, tx.SlowRetrievalError):
-        return RepositoryUnreachable("timeout", "the repository stopped sending")
+        # urllib3's NewConnectionError is a ConnectTimeoutError, so ngclient calls a refused connection slow
+        reason = getattr(e.__cause__, "reason", None)
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return RepositoryUnreachable("connect", str(reason)[:200])
+        return RepositoryUnreachable("timeout", "the repository did not answer in time")
     if isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
         reason = getattr(e, "reason", None) or e
         return RepositoryUnreachable("connect", str(reason)[:200])

@@ -72,17 +72,17 @@ def _fits(runner: PipelineRunner, meta: ModelMeta, t: ModelTarget) -> None:
         raise SwapRefused("does_not_fit", f"{t.path}: " + "; ".join(problems))
 
 
-def prepare(target: ModelTarget, model_path: str, runners: Sequence[PipelineRunner], runtime: str, arch: str,
-            load: Callable[[str, ModelMeta, PipelineRunner], Model]) -> Prepared:
-    """Load ``model_path`` once per pipeline and check it; raises ``SwapRefused`` with the reason."""
+def prepare(target: ModelTarget, model_path: str, runners: Sequence[PipelineRunner], runtime: str | None,
+            arch: str, load: Callable[[str, ModelMeta, PipelineRunner], Model]) -> Prepared:
+    """Load ``model_path`` once per pipeline and check it; raises ``SwapRefused`` with the reason.
+
+    The golden vectors are judged for the runtime the new model really runs on (``Model.runtime_id``: its
+    delegate's name, or ``cpu`` also after a delegate fell back), unless ``runtime`` overrides it.
+    """
     try:
         meta = ModelMeta.from_dict(json.loads(target.metadata_json), f"target {target.path}: metadata")
     except ValueError as e:
         raise SwapRefused("bad_metadata", str(e)) from e
-    expected = target.golden.outputs_for(runtime)
-    if expected is None:
-        raise SwapRefused("no_golden", f"{target.path}: no golden vectors for runtime {runtime} or cpu")
-    tol = target.golden.tolerance_for(runtime, arch)
     items: list[tuple[PipelineRunner, Model, ModelMeta]] = []
     latencies: list[float] = []
     worst = 0
@@ -92,6 +92,11 @@ def prepare(target: ModelTarget, model_path: str, runners: Sequence[PipelineRunn
             model = load(model_path, meta, runner)
         except AgentError as e:
             raise SwapRefused("load_failed", str(e)) from e
+        rt = runtime or model.runtime_id
+        expected = target.golden.outputs_for(rt)
+        if expected is None:
+            raise SwapRefused("no_golden", f"{target.path}: no golden vectors for runtime {rt} or cpu")
+        tol = target.golden.tolerance_for(rt, arch)
         if model.model_sha256.hex() != target.sha256:
             raise SwapRefused("digest_mismatch", f"{model_path}: sha256 {model.model_sha256.hex()} is not the "
                                                  f"signed target's {target.sha256}")
@@ -105,7 +110,7 @@ def prepare(target: ModelTarget, model_path: str, runners: Sequence[PipelineRunn
             raise SwapRefused("golden_failed", f"golden vectors of {target.path}: {e}") from e
         res = golden_check(expected, got, tol)
         if not res.ok:
-            raise SwapRefused("golden_mismatch", f"golden vectors of {target.path} on {runtime}/{arch}: {res.detail}")
+            raise SwapRefused("golden_mismatch", f"golden vectors of {target.path} on {rt}/{arch}: {res.detail}")
         worst = max(worst, res.max_diff)
         items.append((runner, model, meta))
     return Prepared(target, items, statistics.median(latencies) if latencies else 0.0, worst)
@@ -151,5 +156,17 @@ def run_trial(prep: Prepared, limits: HealthLimits, stop: threading.Event,
             for runner, _tr in trials:
                 runner.request_commit()
             break
+    if verdict.state != "watching":
+        _wait_applied([r for r, _ in trials], stop, poll_s)
     return verdict
+
+
+def _wait_applied(runners: Sequence[PipelineRunner], stop: threading.Event, poll_s: float,
+                  timeout_s: float = 10.0) -> None:
+    """Until each pipeline has taken the commit or revert (at its next window): then what the updater
+    persists is what runs. A pipeline whose source is silent takes it with its next window anyway."""
+    deadline = time.monotonic() + timeout_s
+    while any(r.trial is not None and not r.done.is_set() for r in runners) and time.monotonic() < deadline:
+        if stop.wait(poll_s):
+            return
 

@@ -108,7 +108,7 @@ class ModelUpdater:
     def __init__(self, cfg: UpdatesConfig, device_id: str, runners: Sequence[PipelineRunner], state: UpdateState,
                  *, load: Callable[[str, ModelMeta, PipelineRunner], Model],
                  receipt_time_s: Callable[[], float | None] = lambda: None,
-                 on_change: Callable[[], None] = lambda: None, runtime: str = "cpu",
+                 on_change: Callable[[], None] = lambda: None, runtime: str | None = None,
                  arch: str | None = None, wall: Callable[[], float] = time.time,
                  before_switch: Callable[[], None] = lambda: None) -> None:
         self.cfg = cfg
@@ -143,6 +143,7 @@ class ModelUpdater:
         self.not_taken: dict[str, dict[int, str]] = {}
         self.download_failures: dict[str, str] = {}
         self.bad_targets: dict[str, str] = {}
+        self._condition_set = False
 
     # ----- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -204,7 +205,7 @@ class ModelUpdater:
             self._set_condition("error", "local", str(e))
             return
         self.last_success = now
-        self._set_condition("ok", "")
+        self._condition_set = False
         if self.state.last_good_time is None or t_ref >= self.state.last_good_time + LAST_GOOD_SAVE_S:
             self.state.last_good_time = t_ref
             self.state.save()
@@ -213,6 +214,8 @@ class ModelUpdater:
             if self._stop.is_set():
                 return
             self._consider(model_id, [r for r in self.runners if r.model_id == model_id], targets, snap)
+        if not self._condition_set:  # a download or the model store may have said otherwise
+            self._set_condition("ok", "")
 
     def _parse_targets(self, snap: Snapshot) -> list[ModelTarget]:
         out = []
@@ -230,6 +233,7 @@ class ModelUpdater:
         return out
 
     def _set_condition(self, kind: str, cause: str, detail: str = "") -> None:
+        self._condition_set = True
         key = (kind, cause)
         self.condition_detail = detail
         if key == self.condition:
@@ -286,6 +290,10 @@ class ModelUpdater:
                 # next poll rather than refusing the release for good.
                 log.error("model %s version %d: downloaded bytes refused (%s); will retry", model_id, t.version, e)
                 self.download_failures[t.path] = str(e)
+            return
+        except (AgentError, OSError) as e:  # our own disk (full, read-only): say it once, retry next poll
+            self._set_pending(model_id, None)
+            self._set_condition("error", "local", f"model store {self.cfg.dir}: {e}")
             return
         self.download_failures.pop(t.path, None)
         self._set_pending(model_id, t, "verifying")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -22,9 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aggregator.errors import LogError, StoreError
-from aggregator.store import Store
+from aggregator.store import Store, open_store
 from aggregator.tlog.tiles import TileCache
-from envelope.merkle import TILE_WIDTH, parse_tile_path
+from envelope.merkle import TILE_WIDTH, StoredTile, parse_tile_path
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "no-cache, max-age=1"
@@ -32,16 +33,45 @@ MAX_ENTRY_BYTES = 0xFFFF
 
 
 class LogReader:
-    """Thread-safe reads of the log from one store connection."""
+    """Thread-safe reads of the log from one store connection (opened on first use with ``lazy``)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store | None = None, opener: Callable[[], Store] | None = None) -> None:
+        self._store = store
+        self._opener = opener
         self._lock = threading.Lock()
-        self._tiles = TileCache(self.store.log_tile, max_tiles=1024)
+        self._tiles = TileCache(self._read_tile, max_tiles=1024)
+
+    def _read_tile(self, level: int, index: int) -> StoredTile | None:
+        return self.store.log_tile(level, index)  # the store may be (re)opened between reads
+
+    @classmethod
+    def lazy(cls, url: str, schema: str | None = None) -> LogReader:
+        """A reader that opens its own read-only connection at the first request (and again after a failure)."""
+        return cls(opener=lambda: open_store(url, schema=schema, create=False))
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            if self._opener is None:
+                raise StoreError("no store")
+            self._store = self._opener()
+        return self._store
+
+    def _failed(self) -> None:
+        if self._opener is not None and self._store is not None:
+            self._store.close()
+            self._store = None
 
     def checkpoint(self) -> str | None:
         with self._lock:
-            cp = self.store.log_latest_checkpoint()
+            try:
+                cp = self.store.log_latest_checkpoint()
+            except StoreError:
+                self._failed()
+                raise
+            except Exception as e:  # a dropped connection surfaces as the driver's error
+                self._failed()
+                raise StoreError(str(e)) from e
         return None if cp is None else cp.note
 
     def tile(self, level: int, index: int, width: int) -> bytes | None:
@@ -50,20 +80,27 @@ class LogReader:
                 t = self._tiles.tile(level, index, width)
             except LogError:
                 return None
+            except Exception as e:
+                self._failed()
+                raise StoreError(str(e)) from e
         return t.row0(width) if width < TILE_WIDTH or t.width == TILE_WIDTH else None
 
     def bundle(self, index: int, width: int) -> bytes | None:
         start = index * TILE_WIDTH
         with self._lock:
-            size, _ = self.store.log_state()
-            if start + width > size:
-                return None
-            entries = self.store.log_entries(start, start + width)
+            try:
+                size, _ = self.store.log_state()
+                if start + width > size:
+                    return None
+                entries = self.store.log_entries(start, start + width)
+            except Exception as e:
+                self._failed()
+                raise StoreError(str(e)) from e
         out = bytearray()
-        for e in entries:  # a row missing from the store is missing here too: an auditor sees it
-            if len(e.record) > MAX_ENTRY_BYTES:
-                raise LogError(f"log entry {e.index} is {len(e.record)} bytes: too large for an entry bundle")
-            out += len(e.record).to_bytes(2, "big") + e.record
+        for entry in entries:  # a row missing from the store is missing here too: an auditor sees it
+            if len(entry.record) > MAX_ENTRY_BYTES:
+                raise LogError(f"log entry {entry.index} is {len(entry.record)} bytes: too large for a bundle")
+            out += len(entry.record).to_bytes(2, "big") + entry.record
         return bytes(out)
 
 

@@ -393,3 +393,33 @@ def test_systemd_is_skipped_with_a_reason_where_there_is_none(tmp_path: Path, mo
         assert r.status in ("pass", "warn", "fail") and r.code != "no_systemd"
     else:
         assert (r.status, r.code) == ("skip", "no_systemd") and "/run/systemd/system" in r.detail
+
+
+def test_a_serial_port_held_by_the_running_agent_is_judged_by_its_results(tmp_path: Path, mosquitto: Mosquitto,
+                                                                          unique_id: str) -> None:
+    """The agent locks its port (as the doctor would): the doctor must not steal its bytes, and says whether
+    results come from it."""
+    (tmp_path / "by-id").mkdir()
+    link = str(tmp_path / "by-id" / "usb-Simulated_MCU_Agent-if00")
+    with Simulator(link, SimConfig(seed=11)):
+        cfg = agent_config(tmp_path, f"dev-{unique_id}", mosquitto.url, status={"interval_s": 0.3},
+                           pipeline=[{"stream": "vibration", "model": str(MODEL), "window": 128, "hop": 128,
+                                      "source": {"type": "serial", "port": link}}])
+        conf = write_config(tmp_path / "agent.toml", cfg)
+        agent = AgentProcess(conf).start()
+        try:
+            status = tmp_path / "status.json"
+
+            def results() -> int:
+                try:
+                    doc = json.loads(status.read_text())
+                    return int(doc["telemetry"]["pipelines"]["vibration"]["results"])
+                except (OSError, ValueError, KeyError):
+                    return 0
+            wait_for(lambda: results() > 0, timeout=30, what=f"results from the MCU\n{agent.log()[-2000:]}")
+            res = check(conf)
+            assert_outcome(res, "serial.vibration", "pass", "agent_has_port")
+            assert "held by the running agent" in res["serial.vibration"].detail
+            assert agent.terminate() == 0
+        finally:
+            agent.stop()

@@ -69,3 +69,28 @@ def test_the_service_command_line_resigns_a_real_repository(tmp_path: Path) -> N
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert rel.repo.load("timestamp").signed.version == before + 1
+
+
+SYSUSERS = shutil.which("systemd-sysusers")
+TMPFILES = shutil.which("systemd-tmpfiles")
+
+
+@pytest.mark.skipif(SYSUSERS is None or TMPFILES is None, reason="systemd-sysusers/tmpfiles not installed")
+def test_release_host_user_and_directories(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    assert SYSUSERS is not None and TMPFILES is not None
+    r = subprocess.run([SYSUSERS, f"--root={root}", str(UNITS / "sysusers.d" / "edge-models.conf")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    uid = next(int(ln.split(":")[2]) for ln in (root / "etc/passwd").read_text().splitlines()
+               if ln.startswith("edge-models:"))
+    r = subprocess.run([TMPFILES, f"--root={root}", "--create", str(UNITS / "tmpfiles.d" / "edge-models.conf")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for path, mode in (("etc/edge-models/keys", 0o700), ("var/lib/edge-models/repository", 0o755)):
+        st = os.stat(root / path)
+        assert stat.S_IMODE(st.st_mode) == mode and st.st_uid == uid, path

@@ -115,3 +115,37 @@ def test_receipts_prove_the_newest_settled_record(tmp_path: Path, mosquitto: Mos
     with sqlite3.connect(tmp_path / "agg.db") as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT log_index), MAX(log_index) FROM records").fetchone() \
             == (81, 81, 80)
+
+
+def test_the_web_app_serves_the_log(tmp_path: Path, mosquitto: Mosquitto, unique_id: str) -> None:
+    """[log] + [web]: the aggregator's web app mounts the tlog-tiles routes at /log; a spec client reads them."""
+    import dataclasses
+
+    from aggregator.config import WebSettings
+    from tests.support.tlog_client import TlogClient
+
+    fleet, (dev,) = fleet_with(tmp_path, unique_id)
+    settings, verifier = log_settings(tmp_path, interval=0.05)
+    cfg = make_config(tmp_path, fleet, mosquitto.port, f"agg-{unique_id}")
+    cfg = dataclasses.replace(cfg, log=settings, web=WebSettings(enabled=True, port=0))
+    svc = AggregatorService(cfg)
+    svc.start()
+    w = Watcher(mosquitto.port)
+    try:
+        sent = [dev.birth()] + [dev.record() for _ in range(300)]
+        w.publish(sent)
+        assert svc.web_url is not None
+        client = TlogClient(f"{svc.web_url}/log", verifier.vkey())
+
+        def whole():
+            try:
+                c = client.check()
+            except Exception:  # no checkpoint yet (404), or one that does not cover everything
+                return None
+            return c if c.size == len(sent) else None
+
+        got = wait_for(whole, timeout=20, interval=0.1, what="the whole log over HTTP")
+        assert got.origin == ORIGIN and sorted(got.entries) == sorted(data for _, data in sent)
+    finally:
+        w.close()
+        svc.stop()

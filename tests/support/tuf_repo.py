@@ -30,6 +30,18 @@ MODEL_V2 = REPO_ROOT / "models" / "vibration-int8-v2.tflite"
 Responder = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
+def make_model_version(model: bytes, *, version: int, bias_shift: int = 0, bias_class: int = 0) -> bytes:
+    """``tools/make_model_version.transform`` (tools/ is scripts, not a package: loaded from its file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_make_model_version", REPO_ROOT / "tools" / "make_model_version.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out: bytes = mod.transform(model, version=version, bias_shift=bias_shift, bias_class=bias_class)
+    return out
+
+
 @dataclass
 class ReleaseRepo:
     """A repository and its keys under ``base``; methods mirror the release commands."""

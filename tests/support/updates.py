@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,4 +54,86 @@ def results_by_seq(msgs: list[Message]) -> list[tuple[int, bytes, dict[str, Any]
     return [out[k] for k in sorted(out)]
 
 
-__all__ = ["FAST_HEALTH", "results_by_seq", "running_agent", "to_toml", "updates_config", "write"]
+
+
+class UpdaterRig:
+    """A pipeline (vibration model v1, simulated source in real time) and a ModelUpdater on a repository, in
+    process and without a broker: drafts are collected, the wall clock and receipt time can be injected."""
+
+    def __init__(self, tmp: Path, repo_url: str, root: Path, *, device_id: str = "dev-rig-0001",
+                 wall: Any = None, receipt_time: Any = None, model: Path | None = None, **updates: Any) -> None:
+        import queue
+        import time
+
+        from agent.inference import Model
+        from agent.model_meta import load_model_meta
+        from agent.pipeline import PipelineRunner
+        from agent.settings import PipelineConfig, SimulatedSourceConfig, UpdatesConfig
+        from agent.sources import make_source
+        from agent.updates.state import UpdateState
+        from agent.updates.updater import ModelUpdater, startup_model
+        from tests.support.tuf_repo import MODEL_V1
+
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        src = SimulatedSourceConfig(realtime=True, rate_hz=4000.0, fault="normal", seed=5)
+        model_path = model or MODEL_V1
+        self.pc = PipelineConfig(stream="vibration", source=src, model=str(model_path),
+                                 metadata=str(model_path.with_suffix(".json")), window=128, hop=128)
+        kw = {"poll_interval_s": 0.1, **FAST_HEALTH, "fetch_timeout_s": 5.0, **updates}
+        self.cfg = UpdatesConfig(repository_url=repo_url, root=str(root), dir=str(tmp / "updates"), **kw)
+        self.state = UpdateState.load(str(tmp / "updates" / "state.json"))
+        (tmp / "updates").mkdir(exist_ok=True)
+        shipped = load_model_meta(self.pc.metadata)
+        sm = startup_model(self.pc, shipped, self.cfg, self.state)
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self.runner = PipelineRunner(self.pc, sm.meta, Model.load(sm.path, sm.meta), make_source("vibration", src),
+                                     "t/result/vibration", self.out, lambda: 0)
+        self.runner.model_id = shipped.name
+        self.updater = ModelUpdater(self.cfg, device_id, [self.runner], self.state,
+                                    load=lambda p, m, r: Model.load(p, m),
+                                    receipt_time_s=receipt_time or (lambda: None), wall=wall or time.time)
+        self.drafts: list[Any] = []
+        self._stop = threading.Event()
+        self._drain = threading.Thread(target=self._drain_loop, daemon=True)
+
+    def _drain_loop(self) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self.drafts.append(self.out.get(timeout=0.05))
+            except queue.Empty:
+                pass
+
+    def start(self, *, updater: bool = True) -> UpdaterRig:
+        """Start the pipeline (and the updater thread unless ``updater=False``: then the test calls poll())."""
+        if self._drain.ident is not None:
+            return self
+        self._drain.start()
+        self.runner.start()
+        if updater:
+            self.updater.start()
+        return self
+
+    def stop(self) -> None:
+        self.updater.stop()
+        self.runner.stop()
+        self.runner.join(10)
+        self._stop.set()
+        self._drain.join(10)
+
+    def __enter__(self) -> UpdaterRig:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def digests(self) -> list[bytes]:
+        return [d.model_sha256 for d in list(self.drafts)]
+
+    def model_sha(self) -> bytes:
+        return self.runner.model.model_sha256
+
+
+__all__ = ["FAST_HEALTH", "UpdaterRig", "results_by_seq", "running_agent", "to_toml", "updates_config", "write"]

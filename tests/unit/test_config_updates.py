@@ -57,3 +57,32 @@ def test_missing_root_is_an_environment_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         check_environment(cfg)
     assert any(k == "updates.root" and "does not exist" in m for k, m in e.value.problems)
+
+
+def with_delegate(tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    d = base_config(tmp_path)
+    d["pipeline"][0]["delegate"] = {"library": "libedgetpu.so.1", **kw}
+    return d
+
+
+def test_delegate_defaults_and_options(tmp_path: Path) -> None:
+    cfg = parse_config(with_delegate(tmp_path, options={"device": "usb", "threads": 2}), str(tmp_path / "a.toml"))
+    dg = cfg.pipelines[0].delegate
+    assert dg is not None and dg.library == "libedgetpu.so.1", "a bare soname is left to the dynamic loader"
+    assert dg.options == (("device", "usb"), ("threads", "2")) and dg.on_failure == "fail" and dg.name == ""
+    rel = parse_config(with_delegate(tmp_path, library="lib/libx.so"), str(tmp_path / "a.toml"))
+    assert rel.pipelines[0].delegate is not None and rel.pipelines[0].delegate.library == str(tmp_path / "lib/libx.so")
+    assert parse_config(base_config(tmp_path), str(tmp_path / "a.toml")).pipelines[0].delegate is None
+
+
+@pytest.mark.parametrize(("kw", "key", "needle"), [
+    ({"on_failure": "ignore"}, "pipeline[0].delegate.on_failure", "must be one of"),
+    ({"library": ""}, "pipeline[0].delegate.library", "must not be empty"),
+    ({"options": {"x": [1]}}, "pipeline[0].delegate.options.x", "expected a string or number"),
+    ({"name": "bad name"}, "pipeline[0].delegate.name", "must be"),
+    ({"colour": 1}, "pipeline[0].delegate.colour", "unknown key"),
+])
+def test_delegate_mistakes_name_their_key(tmp_path: Path, kw: dict[str, Any], key: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_delegate(tmp_path, **kw), str(tmp_path / "agent.toml"))
+    assert any(k == key and needle in m for k, m in e.value.problems), e.value.problems

@@ -59,8 +59,8 @@ headers = st.builds(
     stream=st.text(max_size=32),
     epoch=st.integers(min_value=0, max_value=2**64 - 1),
     seq=st.integers(min_value=0, max_value=2**64 - 1),
-    iat=st.integers(min_value=-(2**70), max_value=2**70),
-    capture_ms=st.integers(min_value=-(2**70), max_value=2**70),
+    iat=st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    capture_ms=st.integers(min_value=-(2**64), max_value=2**64 - 1),
     clock_state=st.sampled_from([0, 1, 2]),
     model_sha256=st.none() | st.binary(min_size=32, max_size=32),
     input_sha256=st.none() | st.binary(min_size=32, max_size=32),
@@ -114,7 +114,7 @@ def test_payload_bytes_are_sealed_as_given() -> None:
 @pytest.mark.parametrize("field, value", [
     ("kind", "blob"), ("seq", -1), ("seq", 2**64), ("epoch", -1), ("seq", True), ("iat", 1.5), ("capture_ms", None),
     ("clock_state", 3), ("model_sha256", b"\x00" * 31), ("input_sha256", "00" * 32), ("device_id", 7),
-    ("x5chain", (b"",)),
+    ("x5chain", (b"",)), ("iat", 2**64), ("capture_ms", -(2**64) - 1),
 ])
 def test_seal_refuses_values_open_record_would_reject(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field.split("_", maxsplit=1)[0] if field != "kind" else "kind"):

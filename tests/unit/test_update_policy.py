@@ -149,3 +149,19 @@ def test_min_agent_version_must_be_numeric(bad: str) -> None:
 
     with pytest.raises(ValueError, match="expected a version"):
         parse_agent_version(bad)
+
+
+def test_status_table_shows_models_and_the_repository() -> None:
+    from agent.status import render_table
+
+    doc = {"device_id": "d", "healthy": True, "telemetry": {"updates": {
+        "enabled": True, "state": "unreachable", "cause": "connect", "since": "2026-01-01T00:00:00+00:00",
+        "last_check": "2026-01-01T03:00:00+00:00",
+        "models": {"vibration": {"running": 2, "sha256": "ab" * 32, "floor": 2,
+                                 "pending": {"version": 3, "state": "health_window"},
+                                 "refused": {"4": "golden_mismatch: 3 steps"}, "reverted": {"5": "invoke error"}}}}}}
+    text = render_table(doc)
+    assert "unreachable (connect) since 2026-01-01T00:00:00+00:00; last check 2026-01-01T03:00:00+00:00" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("model vibration"))
+    assert "v2 running (abababababab), floor 2; v3 pending (health_window)" in line
+    assert "v4 refused: golden_mismatch: 3 steps" in line and "v5 reverted: invoke error" in line
