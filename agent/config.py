@@ -37,13 +37,13 @@ from agent.settings import (
     UpdatesConfig,
     WatchdogConfig,
 )
+from envelope.names import device_id_problem, is_valid_device_id, topic_prefix_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (Jetson JetPack 6)
     import tomli as tomllib
 
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
 STREAM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 FAULTS = ("normal", "imbalance", "misalignment", "bearing_fault", "cycle")
 T = TypeVar("T")
@@ -325,8 +325,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     base_dir = os.path.dirname(os.path.abspath(source_file))
     p = _Problems()
     top = _Table(data, "", p)
-    device_id = top.get("device_id", str, "", check=_matches(
-        DEVICE_ID_RE, "must be 3-64 of lowercase letters, digits and '-', starting with a letter or digit"))
+    device_id = top.get("device_id", str, "", check=device_id_problem)
     device_id_file = top.get("device_id_file", str, None)
     if ("device_id" in data) == (device_id_file is not None):
         p.add("device_id", "give exactly one of device_id or device_id_file (the file first boot writes, "
@@ -379,9 +378,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
                    else f"expected mqtt://host[:port] or mqtts://host[:port], got {v!r}"),
         protocol=mt.get("protocol", str, md.protocol, check=_one_of("5", "3.1.1")),
         client_id=mt.get("client_id", str, None),
-        topic_prefix=mt.get("topic_prefix", str, md.topic_prefix, check=lambda v: None if v and not any(
-            c in v for c in "+#") and not v.startswith("/") and not v.endswith("/")
-            else f"must be a topic path without wildcards or leading/trailing '/', got {v!r}"),
+        topic_prefix=mt.get("topic_prefix", str, md.topic_prefix, check=topic_prefix_problem),
         keepalive_s=mt.get("keepalive_s", int, md.keepalive_s,
                            check=lambda v: None if 5 <= v <= 3600 else f"must be 5..3600, got {v}"),
         max_packet_bytes=mt.get("max_packet_bytes", int, md.max_packet_bytes,
@@ -501,8 +498,9 @@ def check_environment(cfg: AgentConfig) -> None:
         raise ConfigError(cfg.source_file, p.items)
 
 
-def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
-    """Read, parse and check the config at ``path``. Raises ``ConfigError`` listing every problem."""
+def read_config(path: str) -> AgentConfig:
+    """Read and parse the config at ``path``: the file alone, no other I/O (``device_id_file`` is not read).
+    Raises ``ConfigError`` listing every problem."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -514,7 +512,12 @@ def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
         raise ConfigError(path, [("(syntax)", f"not valid TOML: {e}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, [("(syntax)", "not valid UTF-8 text")]) from None
-    cfg = parse_config(data, path)
+    return parse_config(data, path)
+
+
+def load_config(path: str, *, check_files: bool = True) -> AgentConfig:
+    """Read, parse and check the config at ``path``. Raises ``ConfigError`` listing every problem."""
+    cfg = read_config(path)
     if cfg.device_id_file:
         cfg = replace(cfg, device_id=read_device_id(cfg.device_id_file, path))
     if check_files:
@@ -530,7 +533,7 @@ def read_device_id(id_file: str, config_path: str) -> str:
     except OSError as e:
         msg = f"cannot read {id_file}: {e.strerror}; has first-boot provisioning (edge-agent-provision) run?"
         raise ConfigError(config_path, [("device_id_file", msg)]) from None
-    if not DEVICE_ID_RE.match(value):
+    if not is_valid_device_id(value):
         raise ConfigError(config_path, [("device_id_file", f"{id_file} holds {value[:70]!r}, not a device id "
                                                            "(3-64 of [a-z0-9-])")])
     return value

@@ -30,7 +30,6 @@ from agent.outbox import Draft, Outbox, OutboxReader
 from agent.pipeline import PipelineRunner
 from agent.publisher import MqttLink, record_budget
 from agent.receipts import ReceiptChecker, receipt_doc
-from agent.sdnotify import Notifier
 from agent.settings import AgentConfig, PipelineConfig
 from agent.sources import Source, make_source
 from agent.status import FORMAT as STATUS_FORMAT
@@ -42,6 +41,7 @@ from agent.updates.updater import ModelUpdater, startup_model
 from agent.watchdog import StallingSource, StallSwitch, Watchdog, stall_s_for
 from envelope import Signer
 from provisioning import FileKeyUri, open_signer, parse_key_uri
+from provisioning.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 

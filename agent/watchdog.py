@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from agent.sdnotify import Notifier
 from agent.sources.base import SampleBlock, Source
+from provisioning.sdnotify import Notifier
 
 __all__ = ["STALL_ENV", "StallSwitch", "StallingSource", "Watchdog", "stall_s_for"]
 

@@ -12,10 +12,8 @@ import csv
 import dataclasses
 import json
 import logging
-import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -35,6 +33,7 @@ from aggregator.trust import TrustStore, load_certificates, load_crl, load_regis
 from aggregator.verifier import Limits, Verifier, embedded_key, gap_info, skew_flags
 from envelope import EnvelopeError, Record, open_record
 from provisioning.cliutil import run_main
+from provisioning.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +50,6 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _notify(state: str) -> None:
-    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd gave us one."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    addr = "\0" + path[1:] if path.startswith("@") else path
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(state.encode(), addr)
-    except OSError as e:
-        log.warning("sd_notify failed: %s", e)
-
-
 # ---- run ---------------------------------------------------------------------------------------------
 
 
@@ -78,9 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    notifier = Notifier()
     service.start()
-    _notify("READY=1\nSTATUS=verifying and storing")
-    watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
+    notifier.ready("verifying and storing")
+    watchdog_s = (notifier.watchdog_s or 0.0) / 2  # ping at half the timeout
     interval = watchdog_s if watchdog_s > 0 else 5.0
     try:
         while not stop.wait(interval):
@@ -88,13 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log.error("store thread is not running; exiting so the service manager restarts us")
                 return 1
             if watchdog_s > 0 and time.monotonic() - service.heartbeat < 2 * watchdog_s:
-                _notify("WATCHDOG=1")
+                notifier.watchdog()
             s = service.stats()
             log.info("received %d verified %d stored %d duplicates %d rejected %d queue %d", s.received,
                      s.verified, s.stored, s.duplicates, s.rejected_total, s.queue_depth)
     finally:
-        _notify("STOPPING=1")
+        notifier.stopping()
         service.stop()
+        notifier.close()
     return 0
 
 
@@ -293,6 +281,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- check-config ------------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config without starting anything: exit 0 valid, 2 with every problem (file: key: message)."""
+    cfg = load_config(args.config)  # ConfigError -> main: exit 2
+    if not args.offline:
+        from aggregator.config_files import check_files  # noqa: PLC0415
+
+        problems = check_files(cfg)
+        if problems:
+            print(f"edge-aggregator: invalid configuration:\n{ConfigError(str(args.config), problems)}\n"
+                  "(checking the file alone, not the files it names on this machine? add --offline)",
+                  file=sys.stderr)
+            return 2
+    mode = "schema only (--offline)" if args.offline else "files checked"
+    print(f"{args.config}: valid ({mode}; store {cfg.store.url.rsplit('@', 1)[-1]}, broker {cfg.mqtt.url}, "
+          f"{len(cfg.trust.ca_files)} CA file(s), receipts {'signed' if cfg.identity.key else 'OFF'})")
+    return 0
+
+
 # ---- entry -------------------------------------------------------------------------------------------
 
 
@@ -304,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="TOML config file (see examples/aggregator.toml)")
     run.add_argument("--client-id", help="override mqtt.client_id (one per worker)")
     run.set_defaults(func=cmd_run)
+    chk = sub.add_parser("check-config", help="validate a config file without starting anything (exit 2 if invalid)")
+    chk.add_argument("config", help="aggregator TOML config")
+    chk.add_argument("--offline", action="store_true", help="check only the file (schema, values), not the files "
+                     "it names: for a config written on another machine, or the shipped example")
+    chk.set_defaults(func=cmd_check_config)
     ver = sub.add_parser("verify", help="verify one record (raw, hex or base64) and print it as JSON")
     ver.add_argument("file", help="record file, or - for stdin")
     ver.add_argument("--trust", action="append", default=[], help="fleet CA certificate PEM (repeatable)")

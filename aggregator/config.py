@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.errors import ConfigError
+from envelope.names import topic_prefix_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -258,9 +259,8 @@ def check(cfg: AggregatorConfig) -> list[tuple[str, str]]:
         p.append(("mqtt.shared_group", f"expected 1-64 letters, digits, _ or -, got {m.shared_group!r}"))
     if not m.client_id or len(m.client_id) > 128:
         p.append(("mqtt.client_id", "expected a non-empty client id of at most 128 characters"))
-    if not m.topic_prefix or any(c in m.topic_prefix for c in "+#") or m.topic_prefix.endswith("/"):
-        p.append(("mqtt.topic_prefix", f"expected a topic prefix without wildcards or trailing /, got "
-                  f"{m.topic_prefix!r}"))
+    if (problem := topic_prefix_problem(m.topic_prefix)) is not None:
+        p.append(("mqtt.topic_prefix", problem))
     for name, lo, hi in (("keepalive_s", 5, 3600), ("receive_maximum", 1, 65535), ("session_expiry_s", 0, 2**32 - 1)):
         if not lo <= getattr(m, name) <= hi:
             p.append((f"mqtt.{name}", f"expected {lo}..{hi}, got {getattr(m, name)}"))

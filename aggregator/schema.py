@@ -20,6 +20,10 @@ SCHEMA_VERSION = 3
 # Stored records per clock state the device declared (envelope labels CLOCK_*), counted apart from clock skew
 # (``skew_flagged``: signed too far from our receipt time), so an unsynchronised fleet shows as such.
 CLOCK_NAMES: dict[int, str] = {0: "unsynced", 1: "ntp", 2: "gnss"}
+
+# The per-device counters of the ``devices`` table, in one place: the DDL, the store's update and read, the batch
+# result and the service's in-memory stats all iterate this (each is a field of the same name there).
+DEVICE_COUNTERS = ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs", "skew_flagged")
 CLOCK_COLUMNS: dict[int, str] = {state: f"clock_{name}" for state, name in CLOCK_NAMES.items()}
 
 # PostgreSQL advisory lock taken (transaction-scoped) around schema creation and migrations, so workers started
@@ -66,7 +70,8 @@ def migration_plan(current: int | None, target: int = SCHEMA_VERSION,
 
 def ddl(blob: str) -> list[str]:
     """CREATE statements; ``blob`` is the binary column type of the dialect (BLOB or BYTEA)."""
-    clocks = ",\n            ".join(f"{c} BIGINT NOT NULL DEFAULT 0" for c in CLOCK_COLUMNS.values())
+    counters = ",\n            ".join(f"{c} BIGINT NOT NULL DEFAULT 0"
+                                       for c in (*DEVICE_COUNTERS, *CLOCK_COLUMNS.values()))
     return [
         f"""CREATE TABLE IF NOT EXISTS devices (
             device_id TEXT PRIMARY KEY,
@@ -80,14 +85,7 @@ def ddl(blob: str) -> list[str]:
             last_seen_ms BIGINT,
             online SMALLINT,
             status_ms BIGINT,
-            stored BIGINT NOT NULL DEFAULT 0,
-            duplicates BIGINT NOT NULL DEFAULT 0,
-            reorders BIGINT NOT NULL DEFAULT 0,
-            gaps_opened BIGINT NOT NULL DEFAULT 0,
-            gap_seqs BIGINT NOT NULL DEFAULT 0,
-            policy_gap_seqs BIGINT NOT NULL DEFAULT 0,
-            skew_flagged BIGINT NOT NULL DEFAULT 0,
-            {clocks}
+            {counters}
         )""",
         f"""CREATE TABLE IF NOT EXISTS records (
             device_id TEXT NOT NULL,

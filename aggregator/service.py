@@ -27,6 +27,7 @@ from aggregator.model_registry import ModelRegistry
 from aggregator.mqtt_link import Inbound, MqttLink
 from aggregator.presence import PresenceEvent
 from aggregator.receipts import ReceiptBatcher
+from aggregator.schema import DEVICE_COUNTERS
 from aggregator.store import BatchResult, RejectEvent, Store, open_store
 from aggregator.tlog import LogIntegrator, ReceiptLog, load_log_signer
 from aggregator.topics import OFFLINE_PAYLOAD, ack_topic, parse_topic, subscriptions
@@ -459,8 +460,7 @@ class AggregatorService:
             c["offline_events"] += sum(1 for e in presence if not e.online)
             c["held"] += held
             c["equivocations"] += result.equivocations
-            for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
-                         "skew_flagged"):
+            for name in DEVICE_COUNTERS:
                 c[name] += getattr(result, name)
             self._rejected.update(result.rejected)
             self._clock_states.update(result.clock_states)

@@ -26,6 +26,7 @@ from aggregator.presence import Presence, PresenceEvent, apply_presence
 from aggregator.schema import (
     CLOCK_COLUMNS,
     CLOCK_NAMES,
+    DEVICE_COUNTERS,
     MIGRATIONS,
     SCHEMA_LOCK_KEY,
     SCHEMA_VERSION,
@@ -46,6 +47,11 @@ _DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, l
 _RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
                 "kid, model_sha256, input_sha256, record")
 _DETAIL_MAX = 300
+_COUNTER_UPDATE = ", ".join(f"{c} = {c} + ?" for c in (*DEVICE_COUNTERS, *CLOCK_COLUMNS.values()))
+_DEVICE_UPDATE = ("UPDATE devices SET contiguous_seq = ?, contiguous_epoch = ?, max_seq = ?, max_epoch = ?, "  # noqa: S608
+                  "version = version + 1, kid = COALESCE(?, kid), first_seen_ms = COALESCE(first_seen_ms, ?), "
+                  "last_seen_ms = ?, online = COALESCE(?, online), status_ms = COALESCE(?, status_ms), "
+                  + _COUNTER_UPDATE + " WHERE device_id = ?")  # column names are constants
 _ADD_COLUMN = re.compile(r"^\s*ALTER TABLE (\w+) ADD COLUMN (\w+)\b", re.IGNORECASE)
 LOG_LOCK_KEY = 0x6C6F67696E746772  # pg advisory lock of the log integrator ("logintgr")
 
@@ -329,8 +335,7 @@ class Store:
                 if book.advance():
                     result.acks[device_id] = (book.contiguous, book.contiguous_epoch)
                 self._update_device(device_id, book, delta)
-                for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
-                             "skew_flagged"):
+                for name in DEVICE_COUNTERS:
                     setattr(result, name, getattr(result, name) + getattr(delta, name))
                 result.clock_states.update({CLOCK_NAMES[k]: n for k, n in delta.clock.items()})
             self._count_rejects(all_rejects)
@@ -471,17 +476,11 @@ class Store:
 
     def _update_device(self, device_id: str, book: DeviceBook, d: _Delta) -> None:
         self._exec(
-            "UPDATE devices SET contiguous_seq = ?, contiguous_epoch = ?, max_seq = ?, max_epoch = ?, "
-            "version = version + 1, kid = COALESCE(?, kid), first_seen_ms = COALESCE(first_seen_ms, ?), "
-            "last_seen_ms = ?, online = COALESCE(?, online), status_ms = COALESCE(?, status_ms), "
-            "stored = stored + ?, duplicates = duplicates + ?, reorders = reorders + ?, "
-            "gaps_opened = gaps_opened + ?, gap_seqs = gap_seqs + ?, policy_gap_seqs = policy_gap_seqs + ?, "
-            "skew_flagged = skew_flagged + ?, clock_unsynced = clock_unsynced + ?, clock_ntp = clock_ntp + ?, "
-            "clock_gnss = clock_gnss + ? WHERE device_id = ?",
+            _DEVICE_UPDATE,
             (book.contiguous, book.contiguous_epoch, book.max_seq, book.max_epoch, d.kid,
-             d.last_seen_ms or d.status_ms, d.last_seen_ms or d.status_ms, d.online, d.status_ms, d.stored,
-             d.duplicates, d.reorders, d.gaps_opened, d.gap_seqs, d.policy_gap_seqs, d.skew_flagged,
-             *(d.clock[state] for state in CLOCK_COLUMNS), device_id))
+             d.last_seen_ms or d.status_ms, d.last_seen_ms or d.status_ms, d.online, d.status_ms,
+             *(getattr(d, name) for name in DEVICE_COUNTERS), *(d.clock[state] for state in CLOCK_COLUMNS),
+             device_id))
 
     def _count_rejects(self, rejects: Iterable[RejectEvent]) -> None:
         agg: dict[tuple[str, str], list[Any]] = {}
@@ -557,8 +556,7 @@ class Store:
     def device_stats(self) -> list[dict[str, Any]]:
         """Per device: sequence state, counters, missing seqs, rejects by reason."""
         cols = ("device_id, contiguous_seq, contiguous_epoch, max_seq, max_epoch, kid, first_seen_ms, last_seen_ms, "
-                "online, status_ms, stored, duplicates, reorders, gaps_opened, gap_seqs, policy_gap_seqs, "
-                "skew_flagged, " + ", ".join(CLOCK_COLUMNS.values()))
+                "online, status_ms, " + ", ".join((*DEVICE_COUNTERS, *CLOCK_COLUMNS.values())))
         names = [c.strip() for c in cols.split(",")]
         devices = [dict(zip(names, row, strict=True)) for row in
                    self._exec(f"SELECT {cols} FROM devices ORDER BY device_id").fetchall()]  # noqa: S608

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 
 from aggregator.errors import Rejected
+from envelope.names import DEVICE_ID_RE
 
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
 STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STREAM_KINDS = ("result", "reading")
 SINGLE_KINDS = ("telemetry", "status", "gap")

@@ -16,6 +16,7 @@ from envelope.errors import (
     MalformedRecord,
     UnsupportedAlgorithm,
 )
+from envelope.names import DEVICE_ID_RE, device_id_problem, is_valid_device_id, topic_prefix_problem
 from envelope.note import Checkpoint, NoteSigner, NoteVerifier
 from envelope.receipt import (
     LogPosition,
@@ -44,6 +45,7 @@ from envelope.signer import PublicKey, Signer, kid_for, spki_der
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
+    "DEVICE_ID_RE",
     "Checkpoint",
     "EnvelopeError",
     "InvalidNote",
@@ -65,8 +67,10 @@ __all__ = [
     "UnsupportedAlgorithm",
     "decode_receipt_payload",
     "decode_sign1",
+    "device_id_problem",
     "encode_payload",
     "encode_receipt_payload",
+    "is_valid_device_id",
     "kid_for",
     "labels",
     "merkle",
@@ -79,5 +83,6 @@ __all__ = [
     "sha256",
     "sig_structure",
     "spki_der",
+    "topic_prefix_problem",
     "verify_signature",
 ]

@@ -11,16 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from envelope.names import DEVICE_ID_RE, is_valid_device_id
     from provisioning.ca import CaSettings, FleetCa, IssuedCert
     from provisioning.certs import fingerprint, fleet_of_ca, load_certificates
     from provisioning.csr import build_csr, check_csr, claim_code, load_csr, spiffe_uri, validate_fleet_name
-    from provisioning.device_id import (
-        DEVICE_ID_RE,
-        DeviceIdSource,
-        is_valid_device_id,
-        resolve_device_id,
-        validate_device_id,
-    )
+    from provisioning.device_id import DeviceIdSource, resolve_device_id, validate_device_id
     from provisioning.errors import (
         CaStateError,
         ExpiredCertificate,
@@ -53,7 +48,7 @@ _LAZY: dict[str, str] = {
     "atomic_write": "provisioning.fsutil",
     "CaSettings": "provisioning.ca",
     "CaStateError": "provisioning.errors",
-    "DEVICE_ID_RE": "provisioning.device_id",
+    "DEVICE_ID_RE": "envelope.names",
     "DeviceIdSource": "provisioning.device_id",
     "ExpiredCertificate": "provisioning.errors",
     "FileKeyUri": "provisioning.key_uri",
@@ -80,7 +75,7 @@ _LAZY: dict[str, str] = {
     "fingerprint": "provisioning.certs",
     "fleet_of_ca": "provisioning.certs",
     "generate_private_key": "provisioning.file_key",
-    "is_valid_device_id": "provisioning.device_id",
+    "is_valid_device_id": "envelope.names",
     "leaf_identity": "provisioning.verify",
     "load_certificates": "provisioning.certs",
     "load_crl": "provisioning.verify",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from envelope.names import topic_prefix_problem
 from provisioning.device_id import validate_device_id
 from provisioning.errors import InvalidInput
 
@@ -28,10 +29,10 @@ class BrokerPaths:
 
 
 def validate_prefix(prefix: str) -> str:
-    """A topic prefix: non-empty segments, no wildcards, no leading or trailing '/'."""
-    if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\x00"):
-        raise InvalidInput(f"topic prefix must look like edge/v1 (no wildcards, no leading/trailing '/'), "
-                           f"got {prefix!r}")
+    """A topic prefix by the one rule (``envelope.names.topic_prefix_problem``)."""
+    problem = topic_prefix_problem(prefix)
+    if problem:
+        raise InvalidInput(problem)
     return prefix
 
 

@@ -83,6 +83,43 @@ class IssuedCert:
         )
 
 
+@dataclass(frozen=True)
+class IssueDecision:
+    """What to do with a request for ``identity``'s key ``kid`` given what the CA already issued.
+
+    ``action``: ``issue`` (nothing valid yet, or ``reissue`` asked for a new key), ``existing`` (this key already
+    has a valid certificate: hand out that one, issue nothing, ``reissue`` or not), ``refuse`` (the device holds
+    a valid certificate for another key: a second one needs ``--reissue``). ``previous``: the valid
+    certificates the device holds.
+    """
+
+    action: str
+    previous: tuple[IssuedCert, ...] = ()
+
+    def refusal(self, source: str, identity: str) -> InvalidInput:
+        """The error a refused request raises (reason ``already_certified``)."""
+        held = ", ".join(f"serial {r.serial:x} (kid {r.kid[:16]}, valid until {r.not_after})" for r in self.previous)
+        return InvalidInput(f"{source}: {identity!r} already holds a valid certificate for another key: {held}; "
+                            "pass --reissue to issue a second one (a key rotation), then revoke the old one once "
+                            "the device uses the new key", reason="already_certified")
+
+
+def issue_decision(index: list[IssuedCert], identity: str, kid: str, role: str, now: datetime, *,
+                   reissue: bool = False) -> IssueDecision:
+    """The one rule for a second certificate (``ca sign`` and ``fleet sign``). Pure.
+
+    Only certificates that still work count: revoked or expired ones do not (renewing an expired device is a
+    first issue again).
+    """
+    valid = tuple(r for r in index if r.identity == identity and r.role == role and r.status == "active"
+                  and datetime.fromisoformat(r.not_after) > now)
+    if any(r.kid == kid for r in valid):
+        return IssueDecision("existing", valid)  # even with reissue: one valid certificate per key is enough
+    if not valid or reissue:
+        return IssueDecision("issue", valid)
+    return IssueDecision("refuse", valid)
+
+
 def alg_for(key: PublicKey) -> int:
     """COSE alg a device key signs records with."""
     return labels.ALG_ED25519 if isinstance(key, ed25519.Ed25519PublicKey) else labels.ALG_ESP256
@@ -284,6 +321,14 @@ class FleetCa:
         row, cert = self.issue(identity, key, now=now, days=days, role=role)
         self.save()
         return row, cert
+
+    def issued_cert(self, serial: int) -> x509.Certificate:
+        """A certificate this CA issued earlier, from ``issued/<serial>.pem``."""
+        path = self.dir / "issued" / f"{serial:x}.pem"
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise CaStateError(f"{path}: cannot read issued certificate: {e}") from e
 
     def chain_pem(self, cert: x509.Certificate) -> bytes:
         """Leaf then intermediates: what a device installs and presents."""

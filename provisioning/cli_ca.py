@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from envelope import kid_for
 from provisioning import broker, certs
-from provisioning.ca import CRL_WARN_DAYS, FleetCa
+from provisioning.ca import CRL_WARN_DAYS, FleetCa, issue_decision
 from provisioning.cli import EXIT_REJECTS, Output
 from provisioning.csr import load_csr
 from provisioning.errors import InvalidInput
@@ -94,14 +94,30 @@ def cmd_ca_sign(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     now = _now()
     with FleetCa.open(args.ca_dir) as ca:
         identity, key = ca.check_request(csr, role=args.role, source=str(args.csr))
-        row, cert = ca.issue(identity, key, now=now, days=args.days, role=args.role)
-        ca.save()
+        decision = issue_decision(ca.index, identity, kid_for(key).hex(), args.role, now, reissue=args.reissue)
+        if decision.action == "refuse":
+            raise decision.refusal(str(args.csr), identity)
+        if decision.action == "existing":
+            row = next(r for r in reversed(decision.previous) if r.kid == kid_for(key).hex())
+            cert = ca.issued_cert(row.serial)
+        else:
+            row, cert = ca.issue(identity, key, now=now, days=args.days, role=args.role)
+            ca.save()
         atomic_write(target, ca.chain_pem(cert))
-    out.say(f"issued {args.role} certificate for {identity}: serial {row.serial:x}, valid until {row.not_after}")
+    previous = [format(r.serial, "x") for r in decision.previous if r.serial != row.serial]
+    if decision.action == "existing":
+        out.say(f"{identity} already holds a valid {args.role} certificate for this key: serial {row.serial:x}, "
+                f"valid until {row.not_after}; nothing issued (--reissue for a new one)")
+    else:
+        out.say(f"issued {args.role} certificate for {identity}: serial {row.serial:x}, valid until {row.not_after}")
+    if previous:
+        out.warn(f"{identity} also holds valid certificate(s) {', '.join(previous)}: revoke them "
+                 f"(`edge-provision ca revoke SERIAL`) once the device uses the new one")
     out.say(f"  claim code {row.claim_code} (must match the code `device init` showed on the device)")
     out.say(f"  written to {target}")
     return {"device_id": identity, "role": args.role, "serial": format(row.serial, "x"), "kid": row.kid,
-            "claim_code": row.claim_code, "not_after": row.not_after, "cert": str(target)}
+            "claim_code": row.claim_code, "not_after": row.not_after, "cert": str(target),
+            "issued": decision.action == "issue", "previous_serials": previous}
 
 
 def cmd_ca_revoke(args: argparse.Namespace, out: Output) -> dict[str, Any]:
@@ -153,6 +169,8 @@ def add_ca_commands(sub: _Sub, parents: list[argparse.ArgumentParser]) -> None:
                    help="what the certificate is for: a device (signs records) or an aggregator (signs receipts "
                    "and may write ack topics); must match the CSR's SAN spiffe://<fleet>/<role>/<id> "
                    "(default device)")
+    p.add_argument("--reissue", action="store_true", help="issue even if the identity already holds a valid "
+                   "certificate for another key (key rotation: sign device.next.csr)")
     p.set_defaults(func=cmd_ca_sign)
 
     p = sub.add_parser("revoke", parents=parents, help="revoke a device's certificates (or one serial)")
@@ -194,6 +212,7 @@ def cmd_fleet_sign(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     now = _now()
     signed: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    reissued: list[dict[str, Any]] = []  # also in signed: devices that already held a valid certificate
     rejects: list[dict[str, Any]] = []
     batch_ids: dict[str, str] = {}
     bar = ProgressBar(len(files), "signing", enabled=not args.no_progress)
@@ -208,14 +227,25 @@ def cmd_fleet_sign(args: argparse.Namespace, out: Output) -> dict[str, Any]:
                 batch_ids[identity] = f.name
                 target = dest / f"{identity}.crt"
                 kid = kid_for(key).hex()
-                if _already_signed(target, kid, ca):
-                    skipped.append({"file": f.name, "device_id": identity, "cert": str(target)})
+                decision = issue_decision(ca.index, identity, kid, "device", now, reissue=args.reissue)
+                if decision.action == "refuse":
+                    raise decision.refusal(f.name, identity)
+                if decision.action == "existing":  # a re-run: hand out the certificate it already has
+                    row = next(r for r in reversed(decision.previous) if r.kid == kid)
+                    if not _already_signed(target, kid, ca):
+                        atomic_write(target, ca.chain_pem(ca.issued_cert(row.serial)))
+                    skipped.append({"file": f.name, "device_id": identity, "serial": format(row.serial, "x"),
+                                    "cert": str(target)})
                     bar.advance()
                     continue
                 row, cert = ca.issue(identity, key, now=now, days=args.days)
                 atomic_write(target, ca.chain_pem(cert))
-                signed.append({"file": f.name, "device_id": identity, "serial": format(row.serial, "x"),
-                               "kid": row.kid, "claim_code": row.claim_code, "cert": str(target)})
+                entry: dict[str, Any] = {"file": f.name, "device_id": identity, "serial": format(row.serial, "x"),
+                                         "kid": row.kid, "claim_code": row.claim_code, "cert": str(target)}
+                if decision.previous:
+                    entry["previous_serials"] = [format(r.serial, "x") for r in decision.previous]
+                    reissued.append(entry)
+                signed.append(entry)
                 bar.advance()
             except InvalidInput as e:
                 rejects.append({"file": f.name, "reason": e.reason, "error": str(e)})
@@ -226,14 +256,20 @@ def cmd_fleet_sign(args: argparse.Namespace, out: Output) -> dict[str, Any]:
         if args.registry:
             atomic_write(args.registry, registry_json(ca.registry(now=now)).encode())
             registry_path = str(args.registry)
-    report = {"signed": signed, "skipped": skipped, "rejected": rejects, "out": str(dest),
+    report = {"signed": signed, "skipped": skipped, "reissued": reissued, "rejected": rejects, "out": str(dest),
               "registry": registry_path}
     report_path = dest / "fleet-sign-report.json"
     atomic_write(report_path, (json.dumps(report, indent=2) + "\n").encode())
     out.say(f"signed {len(signed)}, already signed {len(skipped)}, rejected {len(rejects)} of {len(files)} CSRs; "
             f"certificates in {dest}")
+    for r in reissued:
+        out.say(f"  REISSUED {r['file']}: {r['device_id']} now holds serial {r['serial']} besides "
+                f"{', '.join(r['previous_serials'])}: revoke the old one once the device uses the new key")
     for r in rejects:
         out.say(f"  REJECTED {r['file']}: [{r['reason']}] {r['error']}")
+    if any(r["reason"] == "already_certified" for r in rejects):
+        out.say("  (already_certified: those devices hold a valid certificate for another key; "
+                "re-run with --reissue to issue a second one)")
     out.say(f"report: {report_path}")
     if rejects:
         out.exit_code = EXIT_REJECTS
@@ -260,6 +296,8 @@ def add_fleet_commands(sub: _Sub, parents: list[argparse.ArgumentParser]) -> Non
     p.add_argument("--days", type=int, help="validity in days (default: the CA's)")
     p.add_argument("--registry", type=Path, help="also export the registry to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--reissue", action="store_true", help="issue a certificate even to a device that already "
+                   "holds a valid one for another key (rotation); reported as reissued")
     p.set_defaults(func=cmd_fleet_sign)
 
     p = sub.add_parser("export-registry", parents=parents, help="write the aggregators' device registry (JSON)")

@@ -23,29 +23,23 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from envelope.names import device_id_problem, is_valid_device_id
 from provisioning.errors import InvalidDeviceId
 from provisioning.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
 DEVICE_ID_FILE = "device-id"
 _ZERO_SERIALS = {"", "0", "00000000", "0000000000000000"}
 
 
 def validate_device_id(value: str) -> str:
-    """Return ``value`` if it is a valid device id, else raise ``InvalidDeviceId`` saying what is expected."""
-    if not isinstance(value, str) or not DEVICE_ID_RE.match(value):
-        raise InvalidDeviceId(
-            f"device id must be 3-64 characters of a-z, 0-9 and '-', starting with a letter or digit; "
-            f"got {value!r}"
-        )
+    """Return ``value`` if it is a valid device id, else raise ``InvalidDeviceId`` saying what is expected
+    (the rule itself is ``envelope.names``)."""
+    problem = device_id_problem(value)
+    if problem:
+        raise InvalidDeviceId(problem)
     return value
-
-
-def is_valid_device_id(value: str) -> bool:
-    """True when ``value`` has the device-id shape."""
-    return isinstance(value, str) and DEVICE_ID_RE.match(value) is not None
 
 
 def _clean_serial(raw: str) -> str:

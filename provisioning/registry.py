@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from envelope import PublicKey, kid_for
-from provisioning.device_id import is_valid_device_id
+from envelope.names import is_valid_device_id
 from provisioning.errors import InvalidInput
 
 REGISTRY_FORMAT = "edge-provision-registry/1"

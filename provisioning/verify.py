@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from envelope.names import is_valid_device_id
 from provisioning.certs import cert_identity
-from provisioning.device_id import is_valid_device_id
 from provisioning.errors import (
     ExpiredCertificate,
     InvalidDeviceId,

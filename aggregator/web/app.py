@@ -38,12 +38,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from aggregator.config import WebSettings
-from aggregator.topics import DEVICE_ID_RE
 from aggregator.web import fmt
 from aggregator.web.hub import Event, Hub, Renderers
 from aggregator.web.metrics import CONTENT_TYPE, AggregatorMetrics
 from aggregator.web.query import SORTS, STATES, FleetQuery
 from aggregator.web.reader import FleetReader
+from envelope.names import DEVICE_ID_RE
 
 log = logging.getLogger(__name__)
 

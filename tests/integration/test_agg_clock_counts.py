@@ -13,17 +13,16 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from aggregator import TrustStore, Verifier, open_store
 from aggregator.schema import CLOCK_COLUMNS, CLOCK_NAMES, SCHEMA_VERSION
 from aggregator.trust import load_certificates
 from envelope import labels
+from tests.support.stores import fresh_store
 from tests.unit.test_agg_support import fleet_with
 
 pytestmark = pytest.mark.integration
@@ -35,15 +34,8 @@ CLOCKS = (labels.CLOCK_UNSYNCED, labels.CLOCK_NTP, labels.CLOCK_GNSS)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "agg.db"), None
-        return
-    schema = "agg_clock_" + uuid.uuid4().hex[:10]
-    try:
-        yield PG, schema
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with fresh_store(request.param, tmp_path, "agg_clock") as location:
+        yield location
 
 
 def test_clock_states_and_skew_are_counted_apart(tmp_path: Path, where: tuple[str, str | None]) -> None:

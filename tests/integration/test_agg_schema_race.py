@@ -23,6 +23,7 @@ from aggregator.schema import SCHEMA_VERSION
 from tests.integration.test_agg_badinput import write_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.pki import make_fleet
+from tests.support.stores import fresh_store
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,15 +85,8 @@ def test_workers_started_together_create_the_schema_once(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
     """A store location nobody has created: a SQLite path, or a PostgreSQL schema that does not exist."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "sub" / "records.db"), None
-        return
-    schema = "agg_ro_" + uuid.uuid4().hex[:10]
-    try:
-        yield ADMIN_URL, schema
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with fresh_store(request.param, tmp_path, "agg_ro") as where:
+        yield where
 
 
 def _exists(url: str, schema: str | None) -> bool:

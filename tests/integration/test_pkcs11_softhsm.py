@@ -148,7 +148,8 @@ def test_cli_device_lifecycle_with_pkcs11_key(token: str, tmp_path: Path, sofths
     # The old key still signs until the new certificate is installed.
     # exit 1: the rotation is pending and there is no agent config at the default path
     assert ep("device", "status", "--state-dir", str(state), expect=1)["kid"] == init["kid"]
-    ep("ca", "sign", str(state / "device.next.csr"), "--ca-dir", str(ca_dir), "--out", str(tmp_path / "n.crt"))
+    ep("ca", "sign", str(state / "device.next.csr"), "--ca-dir", str(ca_dir), "--out", str(tmp_path / "n.crt"),
+       "--reissue")
     ep("device", "install-cert", str(tmp_path / "n.crt"), "--state-dir", str(state))
     status = ep("device", "status", "--state-dir", str(state), expect=1)  # no agent config at the default path
     assert status["kid"] == rot["kid"] and status["cert"]["matches_key"]

@@ -108,7 +108,8 @@ def test_rotate_keeps_old_key_until_new_cert_installed(tmp_path: Path, ca_dir: P
     rot = json.loads(ep("device", "rotate", "--state-dir", str(state), "--json").stdout)
     assert open_signer(init["key_uri"]).kid.hex() == init["kid"]  # still the old key
     ep("device", "rotate", "--state-dir", str(state), expect=1)  # one rotation at a time
-    ep("ca", "sign", str(state / "device.next.csr"), "--ca-dir", str(ca_dir), "--out", str(tmp_path / "new.crt"))
+    ep("ca", "sign", str(state / "device.next.csr"), "--ca-dir", str(ca_dir), "--out", str(tmp_path / "new.crt"),
+       "--reissue")  # a rotation: the device already holds a valid certificate
     res = json.loads(ep("device", "install-cert", str(tmp_path / "new.crt"), "--state-dir", str(state),
                         "--json").stdout)
     assert res["rotated"] is True

@@ -101,3 +101,55 @@ def test_fleet_sign_reports_rejects_and_signs_the_rest(tmp_path: Path) -> None:
     report = json.loads((folder / "fleet-sign-report.json").read_text())
     assert {r["reason"] for r in report["rejected"]} == {"bad_csr", "wrong_fleet", "duplicate_id", "key_reuse"}
     assert sorted(p.name for p in folder.glob("*.crt")) == [f"node-{i:04d}.crt" for i in range(5)]
+
+
+def test_a_second_certificate_needs_reissue(tmp_path: Path) -> None:
+    """Round 1: ``fleet sign`` silently issued a second certificate to an already certified device."""
+    ca_dir = tmp_path / "ca"
+    ep("ca", "init", "--fleet", FLEET, "--ca-dir", str(ca_dir))
+    first, second = tmp_path / "round1", tmp_path / "round2"
+    write_csrs(first, 3)
+    report = json.loads(ep("fleet", "sign", str(first), "--ca-dir", str(ca_dir), "--json", "--no-progress").stdout)
+    serials = {s["device_id"]: s["serial"] for s in report["signed"]}
+    # New keys for node-0000 (a reflashed or cloned image, or a rotation) and node-0001; node-0002 re-sent as is,
+    # its certificate file lost.
+    signers = write_csrs(second, 2)
+    (second / "node-0002.csr").write_bytes((first / "node-0002.csr").read_bytes())
+    before = sorted((ca_dir / "issued").iterdir())
+    res = ep("fleet", "sign", str(second), "--ca-dir", str(ca_dir), "--json", "--no-progress", expect=3)
+    report = json.loads(res.stdout)
+    assert report["signed"] == [] and report["reissued"] == []
+    assert {r["file"]: r["reason"] for r in report["rejected"]} == {"node-0000.csr": "already_certified",
+                                                                     "node-0001.csr": "already_certified"}
+    assert all(serials[r["file"][:-4]] in r["error"] for r in report["rejected"])  # names the certificate held
+    (skipped,) = report["skipped"]
+    assert skipped["device_id"] == "node-0002" and skipped["serial"] == serials["node-0002"]
+    assert x509.load_pem_x509_certificate((second / "node-0002.crt").read_bytes()).serial_number == \
+        int(serials["node-0002"], 16)  # the certificate it already had, nothing issued
+    assert sorted((ca_dir / "issued").iterdir()) == before
+    human = ep("fleet", "sign", str(second), "--ca-dir", str(ca_dir), "--no-progress", expect=3).stdout
+    assert "REJECTED node-0000.csr: [already_certified]" in human and "--reissue" in human
+
+    report = json.loads(ep("fleet", "sign", str(second), "--ca-dir", str(ca_dir), "--json", "--no-progress",
+                           "--reissue").stdout)
+    assert {r["device_id"]: r["previous_serials"] for r in report["reissued"]} == {
+        "node-0000": [serials["node-0000"]], "node-0001": [serials["node-0001"]]}
+    assert {r["device_id"] for r in report["signed"]} == {"node-0000", "node-0001"}
+    for d in ("node-0000", "node-0001"):
+        leaf = x509.load_pem_x509_certificate((second / f"{d}.crt").read_bytes())
+        assert leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.
+                                              SubjectPublicKeyInfo) == signers[d].public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    human = ep("fleet", "sign", str(second), "--ca-dir", str(ca_dir), "--no-progress").stdout
+    assert "already signed 3" in human  # both keys of a rotated device are valid now: a re-run is quiet
+
+    # ca sign follows the same rule
+    third = tmp_path / "round3"
+    write_csrs(third, 1)
+    res = ep("ca", "sign", str(third / "node-0000.csr"), "--ca-dir", str(ca_dir), "--json", expect=2)
+    assert json.loads(res.stdout)["reason"] == "already_certified"
+    signed = json.loads(ep("ca", "sign", str(third / "node-0000.csr"), "--ca-dir", str(ca_dir), "--json",
+                           "--reissue").stdout)
+    assert signed["issued"] and len(signed["previous_serials"]) == 2
+    again = json.loads(ep("ca", "sign", str(third / "node-0000.csr"), "--ca-dir", str(ca_dir), "--json").stdout)
+    assert not again["issued"] and again["serial"] == signed["serial"]

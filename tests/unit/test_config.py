@@ -66,7 +66,7 @@ def test_example_config_is_valid_in_shape() -> None:
         (lambda d: d["pipeline"][0].update(window="128"), "pipeline[0].window", "expected int, got str"),
         (lambda d: d["pipeline"][0].update(window=-128), "pipeline[0].window", "must be > 0"),
         (lambda d: d["pipeline"][0].update(hop=0), "pipeline[0].hop", "must be > 0"),
-        (lambda d: d.update(device_id="Pi_0001"), "device_id", "lowercase"),
+        (lambda d: d.update(device_id="Pi_0001"), "device_id", "3-64 characters of a-z"),
         (lambda d: d.pop("key_uri"), "key_uri", "required"),
         (lambda d: d.update(key_uri="/var/lib/key.pem"), "key_uri", "file: or pkcs11:"),
         (lambda d: d["mqtt"].update(url="http://x"), "mqtt.url", "mqtt://"),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.sdnotify import Notifier, socket_address, status_line, watchdog_interval_s
+from provisioning.sdnotify import Notifier, socket_address, status_line, watchdog_interval_s
 
 
 class Listener:

@@ -1,10 +1,12 @@
 """sd_notify(3) without libsystemd: one datagram per state change to ``$NOTIFY_SOCKET``.
 
-The agent runs as ``Type=notify`` with ``WatchdogSec=``: systemd waits for ``READY=1`` (model loaded,
-outbox open) before it counts the unit as started, restarts it when ``WATCHDOG=1`` stops arriving, and shows
-``STATUS=`` in ``systemctl status``. The protocol is small enough to speak directly: an AF_UNIX datagram
-socket whose address is a path, or an abstract name when it starts with ``@``. Outside systemd (no
-``NOTIFY_SOCKET``) every call is a cheap no-op, so the agent runs the same from a shell or a test.
+One implementation for both services (``edge-agent`` and ``edge-aggregator`` run as ``Type=notify``); it lives in
+``provisioning`` because that is the one package of ours both import. The agent runs as ``Type=notify`` with
+``WatchdogSec=``: systemd waits for ``READY=1`` (model loaded, outbox open) before it counts the unit as started,
+restarts it when ``WATCHDOG=1`` stops arriving, and shows ``STATUS=`` in ``systemctl status``. The protocol is
+small enough to speak directly: an AF_UNIX datagram socket whose address is a path, or an abstract name when it
+starts with ``@``. Outside systemd (no ``NOTIFY_SOCKET``) every call is a cheap no-op, so the agent runs the same
+from a shell or a test.
 
 The pure parts (``socket_address``, ``watchdog_interval_s``) take the environment as an argument.
 """
