@@ -1,4 +1,4 @@
-"""``edge-agent``: run the agent, validate a config, run the demo, show status."""
+"""``edge-agent``: run the agent, validate a config, run the demo, show status, check a device (doctor)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT")
     p.add_argument("--config", required=True, help="agent TOML config")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
+                   help="override the config's log_level")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file without starting anything (exit 2 if invalid)")
@@ -100,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``edge-agent`` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Entry point of the ``edge-agent`` console script (141, quietly, when stdout's reader went away)."""
+    from provisioning.cliutil import run_main  # noqa: PLC0415 - a leaf module: keeps `--help` light
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

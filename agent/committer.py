@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 # price is up to 0.5 s more latency at low rates.
 COMMIT_LINGER_S = 0.5
 URGENT_MAX = 16  # agent-made records (telemetry) waiting beside the pipelines' queue; oldest dropped beyond
+# An idle committer wakes this often (B4: idle CPU). Work that is not a draft (deletes, receipts, telemetry,
+# stop) wakes it at once with _WAKE, so this only bounds how stale ``stats.last_progress`` gets.
+IDLE_POLL_S = 1.0
+_WAKE = Draft(kind="wake", stream="", topic="", payload=b"", capture_ms=0)  # never sealed: see _take
 
 
 @dataclass
@@ -50,6 +54,7 @@ class CommitterStats:
     unhealthy_since: float | None = None  # monotonic time of the first failed commit of the current streak
     urgent_dropped: int = 0
     receipt_write_errors: int = 0
+    waiting: bool = False  # blocked on an empty draft queue with nothing to do: idle, not stalled
 
 
 class Committer:
@@ -87,13 +92,27 @@ class Committer:
     def start(self) -> None:
         self._thread.start()
 
+    def _wake(self) -> None:
+        """Wake the committer if it is blocked on the empty draft queue (called after queueing other work).
+
+        The committer sets ``stats.waiting`` before its last look at that work, and this reads it after
+        queueing: either the committer sees the work, or this sees it waiting and wakes it.
+        """
+        if self.stats.waiting:
+            try:
+                self.drafts.put_nowait(_WAKE)
+            except queue.Full:  # a full queue wakes it anyway
+                pass
+
     def ack(self, seq: int) -> None:
         """A verified receipt settled everything up to ``seq``: delete it."""
         self._control.append(("ack", seq))
+        self._wake()
 
     def keep_receipt(self, receipt: object) -> None:
         """Persist the latest valid receipt (with ``persist_receipt``) before the delete queued after it."""
         self._control.append(("receipt", receipt))
+        self._wake()
 
     def put_urgent(self, draft: Draft) -> None:
         """Queue an agent-made record (telemetry) beside the pipelines' queue, so it is committed even while
@@ -103,14 +122,17 @@ class Committer:
             self._urgent.popleft()
             self.stats.urgent_dropped += 1
         self._urgent.append(draft)
+        self._wake()
 
     def pubacked(self, seqs: list[int]) -> None:
         """Broker mode: these seqs were PUBACKed."""
         self._control.append(("puback", seqs))
+        self._wake()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop. Pipelines must have stopped first."""
         self._stop.set()
+        self._wake()
         if self._thread.ident is not None:  # started (an aborted Agent.start may not have started it)
             self._thread.join(timeout)
 
@@ -155,25 +177,40 @@ class Committer:
             return
         linger = 0.0
         if not self._pending:
+            self.stats.waiting = True
             try:
-                self._pending.append(self.drafts.get(timeout=0.2))
-                room -= 1
+                if self._control or self._stop.is_set():  # work waiting: do not block
+                    first = self.drafts.get_nowait()
+                else:
+                    first = self.drafts.get(timeout=IDLE_POLL_S)
             except queue.Empty:
                 return
+            finally:
+                self.stats.waiting = False
+            if first is _WAKE:
+                return
+            self._pending.append(first)
+            room -= 1
             # A fresh batch of results may wait for company; a retried batch or a birth/gap record may not.
             linger = self.linger_s if self._pending[0].kind == "result" else 0.0
         deadline = time.monotonic() + linger
         while room > 0:
             try:
-                self._pending.append(self.drafts.get_nowait())
+                draft = self.drafts.get_nowait()
             except queue.Empty:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
                     return
+                self.stats.waiting = True  # lingering for company (up to linger_s) is not a stall
                 try:
-                    self._pending.append(self.drafts.get(timeout=left))
+                    draft = self.drafts.get(timeout=left)
                 except queue.Empty:
                     return
+                finally:
+                    self.stats.waiting = False
+            if draft is _WAKE:
+                continue
+            self._pending.append(draft)
             room -= 1
 
     def _apply_control(self) -> None:

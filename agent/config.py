@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from agent.errors import ConfigError
 from agent.settings import (
     AgentConfig,
+    DelegateConfig,
     DoctorConfig,
     MetricsConfig,
     MqttConfig,
@@ -33,6 +34,7 @@ from agent.settings import (
     SourceConfig,
     StatusConfig,
     TelemetryConfig,
+    UpdatesConfig,
     WatchdogConfig,
 )
 
@@ -203,12 +205,45 @@ def _parse_pipeline(t: _Table, base_dir: str) -> PipelineConfig | None:
     num_threads = t.get("num_threads", int, 1, check=lambda v: None if 1 <= v <= 16 else f"must be 1..16, got {v}")
     queue_windows = t.get("queue_windows", int, 256, check=_positive)
     source = _parse_source(t.table("source", required=True), base_dir)
+    delegate = _parse_delegate(t.table("delegate"), base_dir) if "delegate" in t.data else None
+    t.seen.add("delegate")
     t.finish()
     if not (stream and model and window and hop and source):
         return None
     return PipelineConfig(stream=stream, source=source, model=model_path, metadata=meta_path, window=window,
                           hop=hop, labels=tuple(labels), score_threshold=threshold, num_threads=num_threads,
-                          queue_windows=queue_windows)
+                          queue_windows=queue_windows, delegate=delegate)
+
+
+def _parse_delegate(t: _Table, base_dir: str) -> DelegateConfig | None:
+    """``[pipeline.delegate]``: library (a path, or a soname the loader finds), options, on_failure, name."""
+    lib = t.get("library", str, "", required=True, check=lambda v: None if v.strip() else "must not be empty")
+    raw = t.get("options", dict, {})
+    options = []
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            t.p.add(t.key(f"options.{k}"), f"expected a string or number, got {type(v).__name__}")
+            continue
+        options.append((str(k), str(v)))
+    on_failure = t.get("on_failure", str, "fail", check=_one_of("fail", "cpu_fallback"))
+    name = t.get("name", str, "", check=lambda v: None if re.match(r"^[A-Za-z0-9_.-]{0,64}$", v)
+                 else f"must be 1-64 of [A-Za-z0-9_.-], got {v!r}")
+    t.finish()
+    if not lib:
+        return None
+    library = _resolve(base_dir, lib) if "/" in lib else lib  # a bare soname: the dynamic loader's search path
+    return DelegateConfig(library=library, options=tuple(options), on_failure=on_failure, name=name)
+
+
+def _check_vkey(value: str) -> str | None:
+    """A C2SP verifier key string of the log (edge-provision log init prints it)."""
+    from envelope import MalformedNote, NoteVerifier  # noqa: PLC0415
+
+    try:
+        NoteVerifier.from_vkey(value)
+    except MalformedNote as e:
+        return f"expected the log's verifier key <origin>+<key id>+<key> (edge-provision log init): {e}"
+    return None
 
 
 def _loopback(v: str) -> str | None:
@@ -248,6 +283,40 @@ def _parse_doctor(t: _Table) -> DoctorConfig:
                               check=lambda v: None if 0.1 <= v <= 120 else f"must be 0.1..120 seconds, got {v}"),
     )
     t.finish()
+    return cfg
+
+
+def _parse_updates(top: _Table, base_dir: str, outbox_path: str) -> UpdatesConfig | None:
+    """``[updates]`` (optional): signed model updates. Absent: the shipped models are never replaced."""
+    if "updates" not in top.data:
+        top.seen.add("updates")
+        return None
+    ut = top.table("updates")
+    d = UpdatesConfig(repository_url="", root="")
+    url = ut.get("repository_url", str, "", required=True, check=lambda v: None if re.match(
+        r"^https?://[^/\s]+(/\S*)?$", v) else f"expected http(s)://host[:port][/path], got {v!r}")
+    root = ut.get("root", str, "", required=True)
+    udir = ut.get("dir", str, "", check=lambda v: None if v else "must not be empty (omit it for the default)")
+
+    def _range(lo: float, hi: float, unit: str = "") -> Callable[[Any], str | None]:
+        return lambda v: None if lo <= v <= hi else f"must be within {lo:g}..{hi:g}{unit}, got {v}"
+
+    cfg = UpdatesConfig(
+        repository_url=url,
+        root=_resolve(base_dir, root) if root else "",
+        dir=_resolve(base_dir, udir) if udir else (
+            os.path.join(os.path.dirname(outbox_path), "updates") if outbox_path else ""),
+        poll_interval_s=ut.get("poll_interval_s", float, d.poll_interval_s, check=_range(0.05, 7 * 86400, " s")),
+        fetch_timeout_s=ut.get("fetch_timeout_s", float, d.fetch_timeout_s, check=_range(1, 600, " s")),
+        max_model_bytes=ut.get("max_model_bytes", int, d.max_model_bytes, check=_range(1024, 2**34, " bytes")),
+        max_metadata_bytes=ut.get("max_metadata_bytes", int, d.max_metadata_bytes,
+                                  check=_range(16384, 2**28, " bytes")),
+        health_window_s=ut.get("health_window_s", float, d.health_window_s, check=_range(0, 3600, " s")),
+        health_min_windows=ut.get("health_min_windows", int, d.health_min_windows, check=_range(1, 100000)),
+        latency_factor=ut.get("latency_factor", float, d.latency_factor, check=_range(1, 1000)),
+        latency_slack_us=ut.get("latency_slack_us", float, d.latency_slack_us, check=_range(0, 1e7, " µs")),
+    )
+    ut.finish()
     return cfg
 
 
@@ -356,15 +425,18 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
     rpath = rt.get("path", str, "", check=lambda v: None if v else "must not be empty (omit it for the default)")
     rca = rt.get("ca_file", str, None)
     rcrl = rt.get("crl_file", str, None)
+    rvkey = rt.get("log_vkey", str, None, check=_check_vkey)
     receipts = ReceiptsConfig(
         ca_file=_resolve(base_dir, rca) if rca else mqtt.ca_file,
         crl_file=_resolve(base_dir, rcrl) if rcrl else None,
         path=_resolve(base_dir, rpath) if rpath else (
             os.path.join(os.path.dirname(outbox.path), "receipt.cose") if outbox.path else ""),
+        log_vkey=rvkey.strip() if rvkey else None,
     )
     rt.finish()
     metrics = _parse_metrics(top.table("metrics"), base_dir)
     doctor = _parse_doctor(top.table("doctor"))
+    updates = _parse_updates(top, base_dir, outbox.path)
     top.finish()
     for pc in pipelines:
         if pc.hop > 10 * pc.window:
@@ -374,7 +446,7 @@ def parse_config(data: Mapping[str, Any], source_file: str) -> AgentConfig:
         raise ConfigError(source_file, p.items)
     return AgentConfig(source_file=source_file, device_id=device_id, key_uri=key_uri, pipelines=tuple(pipelines),
                        outbox=outbox, mqtt=mqtt, telemetry=telemetry, watchdog=watchdog, status=status,
-                       receipts=receipts, metrics=metrics, doctor=doctor, log_level=log_level,
+                       receipts=receipts, metrics=metrics, doctor=doctor, updates=updates, log_level=log_level,
                        device_id_file=_resolve(base_dir, device_id_file) if device_id_file else None,
                        certificate=_resolve(base_dir, certificate) if certificate else None)
 
@@ -418,6 +490,13 @@ def check_environment(cfg: AgentConfig) -> None:
         value = getattr(cfg.receipts, name)
         if value and not os.path.isfile(value):
             p.add(f"receipts.{name}", f"file {value} does not exist")
+    if cfg.updates is not None:
+        if not os.path.isfile(cfg.updates.root):
+            p.add("updates.root", f"trusted root {cfg.updates.root} does not exist (ship the release "
+                                  "repository's metadata/1.root.json in the image)")
+        parent = os.path.dirname(cfg.updates.dir.rstrip("/")) or "."
+        if not os.path.isdir(cfg.updates.dir) and not os.path.isdir(parent):
+            p.add("updates.dir", f"neither {cfg.updates.dir} nor its parent directory exists")
     if p.items:
         raise ConfigError(cfg.source_file, p.items)
 

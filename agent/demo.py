@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 SUMMARY_KEYS = ("published", "verified", "stored", "rejected", "gaps")
+CLOCK_STATES = ("unsynced", "ntp", "gnss")  # as the aggregator counts them (aggregator.schema.CLOCK_NAMES)
 DEMO_AGGREGATOR = "demo-aggregator"
 
 
@@ -110,7 +111,27 @@ def _tally(store_path: Path, device_id: str, tally: Tally, agent: Agent) -> None
                 tally.correct[truth] += label == truth
 
 
-def _table(elapsed: float, agent: Agent, agg_stats: Any, tally: Tally, rate: float) -> str:
+@dataclass(frozen=True)
+class Counts:
+    """The demo's three headline numbers, all counting the same things: records of the demo device of every
+    kind (birth, results, telemetry, gap), each seq once, whether or not it was sent or seen twice."""
+
+    published: int  # distinct seqs the agent has sent at least once (seqs are sent in order from 1)
+    verified: int  # distinct seqs the aggregator verified: verifications minus duplicates
+    stored: int  # distinct seqs stored
+
+    @classmethod
+    def of(cls, published_hi: int, agg_stats: Any) -> Counts:
+        return cls(published_hi, agg_stats.verified - agg_stats.duplicates, agg_stats.stored)
+
+
+def _published_hi(agent: Agent, previous: int) -> int:
+    """Highest seq sent so far: the delivery cursor, which steps back on a resend, so keep the maximum."""
+    link = agent.link
+    return max(previous, link.core.cursor if link is not None else 0)
+
+
+def _table(elapsed: float, agent: Agent, agg_stats: Any, tally: Tally, rate: float, counts: Counts) -> str:
     snap = agent.snapshot()
     lines = [
         f"edge-agent demo  t={elapsed:5.1f}s  device {agent.cfg.device_id}  broker {agent.cfg.mqtt.url}",
@@ -126,8 +147,11 @@ def _table(elapsed: float, agent: Agent, agg_stats: Any, tally: Tally, rate: flo
     ob = snap["outbox"]
     lines += [
         "",
-        f"  published {snap['mqtt'].get('published', 0):>7}   verified {agg_stats.verified:>7}   "
-        f"stored {agg_stats.stored:>7}   rejected {agg_stats.rejected_total:>4}",
+        "  records of every kind (birth, results, telemetry), each seq once:",
+        f"  published {counts.published:>7}   verified {counts.verified:>7}   "
+        f"stored {counts.stored:>7}   rejected {agg_stats.rejected_total:>4}",
+        "  clock   " + "   ".join(f"{name} {agg_stats.clock_states.get(name, 0):>6}" for name in CLOCK_STATES)
+        + f"   skew flagged {agg_stats.skew_flagged:>6}",
         f"  outbox depth {ob['depth']:>6}   acked seq {ob['acked_seq']:>7}   rate {rate:7.1f} records/s",
     ]
     return "\n".join(lines)
@@ -196,6 +220,7 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
         start = time.monotonic()
         last_print = 0.0
         last_stored, last_t = 0, start
+        published_hi = 0
         rate = 0.0
         while (elapsed := time.monotonic() - start) < seconds:
             time.sleep(min(0.25, max(0.0, seconds - elapsed)))
@@ -205,7 +230,8 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
                 st = agg.stats()
                 rate = (st.stored - last_stored) / max(1e-6, now - last_t)
                 last_stored, last_t = st.stored, now
-                text = _table(now - start, agent, st, tally, rate)
+                published_hi = _published_hi(agent, published_hi)
+                text = _table(now - start, agent, st, tally, rate, Counts.of(published_hi, st))
                 if live:
                     out.write("\x1b[H\x1b[2J" + text + "\n")
                 else:
@@ -227,7 +253,7 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
             time.sleep(0.05)
         agent.stop()
         agent_stopped = True
-        published = agent.outbox.last_seq
+        published = _published_hi(agent, published_hi)
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and len(_stored_seqs(store_path, device_id)) < published:
             time.sleep(0.05)
@@ -235,19 +261,20 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
         st = agg.stats()
         _tally(store_path, device_id, tally, agent)
         stored = _stored_seqs(store_path, device_id)
+        counts = Counts.of(published, st)
         summary = {
-            "published": published,
-            "verified": st.verified - st.duplicates,
-            "stored": len(stored),
+            "published": counts.published,
+            "verified": counts.verified,
+            "stored": counts.stored,
             "rejected": st.rejected_total,
-            "gaps": len(set(range(1, published + 1)) - stored),
+            "gaps": len(set(range(1, agent.outbox.last_seq + 1)) - stored),
         }
         ok = summary["published"] == summary["verified"] == summary["stored"] > 0 and not summary["rejected"] \
             and not summary["gaps"]
         if as_json:
             out.write(json.dumps(summary) + "\n")
         else:
-            out.write(_table(time.monotonic() - start, agent, st, tally, rate) + "\n\n")
+            out.write(_table(time.monotonic() - start, agent, st, tally, rate, counts) + "\n\n")
             out.write("summary: " + ", ".join(f"{k} {summary[k]}" for k in SUMMARY_KEYS) + "\n")
             out.write("every published record was verified against the fleet CA and stored\n" if ok else
                       "NOT every published record was verified and stored\n")

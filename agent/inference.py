@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from importlib import import_module
@@ -38,9 +39,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.delegates import DelegateError, DelegateState, delegate_name, open_delegate
 from agent.errors import InferenceError
 from agent.model_meta import ModelMeta
 from agent.quantize import AffineQuantizer, dequantize
+from agent.settings import DelegateConfig
 
 __all__ = ["Inference", "Model", "PreparedInput", "runtime_name"]
 
@@ -107,8 +110,13 @@ class Model:
     """One interpreter for one model file; see the module docstring. Not thread-safe."""
 
     @classmethod
-    def load(cls, path: str, meta: ModelMeta, *, num_threads: int = 1) -> Model:
-        """Read ``path`` once, check it against ``meta``, build the interpreter and all buffers."""
+    def load(cls, path: str, meta: ModelMeta, *, num_threads: int = 1, delegate: DelegateConfig | None = None) -> Model:
+        """Read ``path`` once, check it against ``meta``, build the interpreter and all buffers.
+
+        With ``delegate`` the interpreter runs under that external delegate (``agent.delegates``); when it
+        cannot, ``delegate.on_failure`` decides: raise ``DelegateError``, or run on the CPU and record why in
+        ``delegate_state``.
+        """
         if num_threads < 1:
             raise InferenceError(f"{path}: num_threads: expected >= 1, got {num_threads}")
         try:
@@ -123,14 +131,36 @@ class Model:
                 "(model and metadata are from different builds)"
             )
         interpreter_cls, runtime = _load_runtime()
+        state = DelegateState()
+        interp = None
+        if delegate is not None:
+            name = delegate.name or delegate_name(delegate.library)
+            try:
+                d = open_delegate(delegate, interpreter_cls.__module__)
+                try:
+                    interp = interpreter_cls(model_content=content, num_threads=num_threads,
+                                             experimental_delegates=[d])
+                    interp.allocate_tensors()
+                except (ValueError, RuntimeError) as e:
+                    raise DelegateError(delegate.library, f"cannot run {path} under it: {e}") from e
+                state = DelegateState(delegate.library, name, "loaded")
+            except DelegateError as e:
+                if delegate.on_failure != "cpu_fallback":
+                    raise DelegateError(e.library, f"{e.cause} (model {path}; on_failure = fail; set "
+                                                   "on_failure = \"cpu_fallback\" to run on the CPU instead)") from e
+                log.warning("%s: %s; running on the CPU (on_failure = cpu_fallback)", path, e)
+                state = DelegateState(delegate.library, "cpu", "cpu_fallback", e.cause)
+                interp = None
         try:
-            interp = interpreter_cls(model_content=content, num_threads=num_threads)
-            interp.allocate_tensors()
+            if interp is None:
+                interp = interpreter_cls(model_content=content, num_threads=num_threads)
+                interp.allocate_tensors()
             inputs = interp.get_input_details()
             outputs = interp.get_output_details()
         except (ValueError, RuntimeError) as e:
             raise InferenceError(f"{path}: expected a TFLite model, the runtime refused it: {e}") from e
         self = cls(path, meta, content, digest, interp, runtime, inputs, outputs)
+        self.delegate_state = state
         log.info(
             "model %s loaded with %s: input %s %s, %d labels, sha256 %s",
             path, runtime, meta.input_shape, meta.input_dtype, len(meta.labels), digest.hex()[:16],
@@ -201,6 +231,13 @@ class Model:
             codes = np.arange(256, dtype=np.uint8).view(out_dtype)
             self._lut = dequantize(codes, out_scale, out_zero)
         self._out_dtype = out_dtype
+        self._fault = ModelFault.from_env(digest.hex())
+        self.delegate_state = DelegateState()
+
+    @property
+    def runtime_id(self) -> str:
+        """The runtime golden vectors are judged for: ``cpu``, or the delegate's name when it is loaded."""
+        return self.delegate_state.name
 
     @property
     def model_sha256(self) -> bytes:
@@ -236,12 +273,34 @@ class Model:
             )
         return self._invoke(p.tensor, p.sha256)
 
+    def run_raw(self, tensor_bytes: bytes) -> tuple[list[int], float]:
+        """Run one exact input tensor (golden vectors): the raw output values and the invoke latency in µs.
+
+        Owner thread only, like ``run``. ``tensor_bytes`` must be the whole input tensor (batch 1).
+        """
+        q = np.frombuffer(tensor_bytes, dtype=self._q.dtype)
+        if q.size != self._q.size:
+            raise InferenceError(f"{self.path}: golden input of {len(tensor_bytes)} bytes, the input tensor "
+                                 f"holds {self._q.nbytes}")
+        interp = self._interp
+        interp.set_tensor(self._in_index, q.reshape(self._q.shape))
+        t0 = time.perf_counter_ns()
+        interp.invoke()
+        t1 = time.perf_counter_ns()
+        if self._fault is not None:
+            self._fault.check(golden=True)
+        raw = interp.get_tensor(self._out_index)
+        return [int(v) for v in raw.reshape(-1)], (t1 - t0) / 1000.0
+
     def _invoke(self, q: npt.NDArray[Any], input_sha256: bytes) -> Inference:
         interp = self._interp
         interp.set_tensor(self._in_index, q)
         t0 = time.perf_counter_ns()
         interp.invoke()
         t1 = time.perf_counter_ns()
+        if self._fault is not None and (extra_ns := self._fault.check(golden=False)):
+            time.sleep(extra_ns / 1e9)  # a really slow model, not a made-up figure
+            t1 = time.perf_counter_ns()
         raw = interp.get_tensor(self._out_index)
         if self._lut is not None:
             scores = self._lut.take(raw.reshape(-1).view(np.uint8))
@@ -250,6 +309,43 @@ class Model:
         else:
             scores = dequantize(raw.reshape(-1), self.output_scale, self.output_zero_point)
         return Inference(self._sha256, input_sha256, scores, (t1 - t0) / 1000.0)
+
+
+FAULT_ENV = "EDGE_AGENT_MODEL_FAULT_FILE"
+
+
+class ModelFault:
+    """Test hook: a model that fails after it was switched in (docs/model-updates.md, attack suite).
+
+    When the environment variable ``EDGE_AGENT_MODEL_FAULT_FILE`` names a file, each line of it
+    ``invoke-error <sha256 prefix>`` makes invocations of that model raise (golden vectors excepted: the
+    fault appears only after the switch), ``slow <sha256 prefix> <µs>`` makes each of them that much slower.
+    Without the variable no model has the hook and nothing is read.
+    """
+
+    def __init__(self, path: str, sha256_hex: str) -> None:
+        self.path = path
+        self.sha256_hex = sha256_hex
+
+    @classmethod
+    def from_env(cls, sha256_hex: str) -> ModelFault | None:
+        path = os.environ.get(FAULT_ENV, "")
+        return cls(path, sha256_hex) if path else None
+
+    def check(self, *, golden: bool) -> int:
+        """Raise for an injected invoke error; else the extra time to spend, in ns."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = [ln.split() for ln in f.read().splitlines()]
+        except OSError:
+            return 0
+        for parts in lines:
+            if len(parts) >= 2 and self.sha256_hex.startswith(parts[1].lower()):
+                if parts[0] == "invoke-error" and not golden:
+                    raise InferenceError(f"injected invoke error ({FAULT_ENV})")
+                if parts[0] == "slow" and len(parts) == 3 and not golden:
+                    return int(float(parts[2]) * 1000)
+        return 0
 
 
 def _quantization(path: str, which: str, detail: dict[str, Any], dtype: np.dtype[Any]) -> tuple[float, int]:

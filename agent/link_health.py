@@ -34,6 +34,10 @@ CAUSES: dict[str, str] = {
 }
 
 
+# Causes that a later "closed_before_connack" is only a vaguer sighting of (see ``ConnectHealth.refused``).
+VAGUER_SYMPTOM_OF = frozenset({"tls_alert", "connack_refused"})
+
+
 def classify(exc: BaseException | None = None, *, connack: str | None = None) -> tuple[str, str]:
     """(cause, detail) for one refused connect; ``detail`` is short and safe to log."""
     if connack is not None:
@@ -76,8 +80,15 @@ class ConnectHealth:
         self.down_since = self.started
 
     def refused(self, cause: str, detail: str, now: float, wall: float) -> bool:
-        """Count one refused connect; True when the cause (or its detail) changed: log it then, not before."""
+        """Count one refused connect; True when the cause (or its detail) changed: log it then, not before.
+
+        A connection closed before CONNACK while the known cause is a broker refusal (TLS alert, CONNACK
+        refusal) is the same refusal seen less precisely: under TLS 1.3 the broker rejects the client
+        certificate after the handshake, and whether its alert or only the close reaches the client is a race.
+        It is counted as what it is, but does not replace the precise cause (nor log again)."""
         self.failures[cause] = self.failures.get(cause, 0) + 1
+        if cause == "closed_before_connack" and self.cause in VAGUER_SYMPTOM_OF:
+            return False
         changed = (cause, detail) != (self.cause, self.detail)
         if changed:
             self.cause, self.detail, self.since_wall = cause, detail, wall

@@ -61,7 +61,7 @@ class Draft:
     kind: str
     stream: str
     topic: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | bytes  # a map, or its deterministic CBOR already encoded (results)
     capture_ms: int
     clock_state: int = 0
     retain: bool = False

@@ -60,7 +60,7 @@ from agent.delivery import (
 from agent.link_health import ConnectHealth, classify
 from agent.mqtt_io import BufferedSocket, LeanClient, wrap_socket
 from agent.outbox import OutboxReader, Row
-from agent.receipts import ReceiptChecker, ReceiptRefused
+from agent.receipts import Held, ReceiptChecker, ReceiptRefused
 from agent.settings import MqttConfig
 from agent.topics import Topics
 
@@ -135,7 +135,7 @@ class MqttLink:
         self.last_error: str | None = None
 
     # ----- construction -------------------------------------------------------------------------------
-    def _make_client(self, device_id: str) -> mqtt.Client:
+    def _make_client(self, device_id: str) -> LeanClient:
         v5 = self.cfg.protocol == "5"
         client = LeanClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -293,7 +293,9 @@ class MqttLink:
         if rc.is_failure:
             seq = self.core.inflight.get(mid)
             log.error("broker rejected record seq %s: %s", seq, rc)
-        self._feed(PubAck(mid, not rc.is_failure, str(rc)))
+            self._feed(PubAck(mid, False, str(rc)))
+        else:
+            self._feed(PubAck(mid))  # the reason string is only read for refusals (str(rc) is a table lookup)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != self.topics.ack or self.delivery != "aggregator":
@@ -306,11 +308,25 @@ class MqttLink:
             self._invalid_receipt(ReceiptRefused("no_trust_anchor", "no fleet CA configured"), now)
             return
         try:
-            receipt = self._receipts.check(data, now)
+            receipt = self._receipts.check(data, now, held=self._held() if self._receipts.witness else None)
         except ReceiptRefused as e:
             self._invalid_receipt(e, now)
             return
         self._feed(receipt)
+        if self._receipts.witness is not None:
+            for later in self._receipts.retry_pending(now, self._held()):
+                self._feed(later)
+
+    def _held(self) -> Held:
+        """The outbox rows the log check may need (this thread owns the reader)."""
+        reader = self._reader
+
+        def record(seq: int) -> bytes | None:
+            rows = reader.rows_after(seq - 1, 1)
+            return rows[0].payload if rows and rows[0].seq == seq else None
+
+        first = reader.first_seq()
+        return Held(first, max(self.core.last_seq, first or 0), record)
 
     def _invalid_receipt(self, e: ReceiptRefused, now: float) -> None:
         n = self._invalid_logged.get(e.reason, 0) + 1
@@ -353,14 +369,15 @@ class MqttLink:
         rows, from_fresh = self._rows(act)
         out: list[Action] = []
         ok = True
+        publish = self.client.publish_record  # QoS 1 straight into the socket buffer (agent.mqtt_io)
         for row in rows:
-            info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.warning("publish of seq %d failed locally: %s", row.seq, mqtt.error_string(info.rc))
+            rc, mid = publish(row.topic, row.payload, row.retain)
+            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of seq %d failed locally: %s", row.seq, mqtt.error_string(rc))
                 ok = False
                 break
-            out += self.core.handle(Sent(row.seq, info.mid))
-            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            out += self.core.handle(Sent(row.seq, mid))
+            if rc == mqtt.MQTT_ERR_NO_CONN:
                 ok = False
                 break
         if from_fresh:

@@ -9,21 +9,32 @@ re-read when its mtime changes (``edge-provision ca revoke`` rewrites it).
 The latest valid receipt is written atomically (``provisioning.atomic_write``) to ``[receipts] path``
 (default ``receipt.cose`` next to the outbox): the device's proof that the aggregator took its data, shown
 by ``edge-agent status``, and the floor below which a replayed older receipt is stale after a restart.
+
+With ``[receipts] log_vkey`` (the transparency log's verifier key) the device also witnesses the log
+(``agent.log_witness``): a receipt whose log position does not check against the record bytes the outbox
+still holds and the newest checkpoint verified before deletes nothing. The newest verified checkpoint is
+kept beside the receipt (``<path>.checkpoint``); when a proof fails, both signed checkpoints and the receipt
+are written to ``<dir>/log-evidence/`` and the state "log inconsistent" stays in status and telemetry for
+as long as evidence is there (the operator takes it away once the log operator has answered for it).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.delivery import ReceiptVerified
+from agent.log_witness import INCONSISTENT, OK, Held, Verdict, check_log
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_RECEIPT_BYTES", "ReceiptChecker", "ReceiptRefused", "receipt_doc"]
+__all__ = ["MAX_RECEIPT_BYTES", "Held", "LogWitness", "ReceiptChecker", "ReceiptRefused", "receipt_doc"]
 
 MAX_RECEIPT_BYTES = 64 * 1024  # a receipt with a chain and a log proof is a few KiB
 
@@ -36,14 +47,99 @@ class ReceiptRefused(Exception):
         self.reason = reason
 
 
+class LogWitness:
+    """The shell around ``check_log``: the newest verified checkpoint on disk, evidence files, the state."""
+
+    def __init__(self, vkey: str, receipt_path: str) -> None:
+        from envelope import NoteVerifier  # noqa: PLC0415
+
+        self.verifier = NoteVerifier.from_vkey(vkey)
+        self.origin = self.verifier.name
+        self.checkpoint_path = receipt_path + ".checkpoint"
+        self.evidence_dir = os.path.join(os.path.dirname(receipt_path) or ".", "log-evidence")
+        self.newest: Any = None  # envelope.Checkpoint
+        self.newest_note = ""
+        self.counters: dict[str, int] = {}
+        self._load()
+
+    def _load(self) -> None:
+        from envelope import EnvelopeError  # noqa: PLC0415
+        from envelope.note import open_checkpoint  # noqa: PLC0415
+
+        try:
+            with open(self.checkpoint_path, encoding="utf-8") as f:
+                note = f.read(64 * 1024)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("cannot read the kept checkpoint %s: %s", self.checkpoint_path, e)
+            return
+        try:
+            self.newest, _ = open_checkpoint(note, [self.verifier], origin=self.origin)
+            self.newest_note = note
+        except EnvelopeError as e:
+            log.error("the kept checkpoint %s does not verify under the log key (%s): starting over from the next "
+                      "receipt", self.checkpoint_path, e)
+
+    def evidence(self) -> list[str]:
+        """Evidence files of a log that failed a proof (newest last)."""
+        try:
+            return sorted(str(p) for p in Path(self.evidence_dir).glob("log-evidence-*.json"))
+        except OSError:
+            return []
+
+    def check(self, position: Any, settled: int, held: Held, receipt: bytes) -> Verdict:
+        verdict = check_log(position, settled, self.verifier, self.origin, self.newest, held)
+        self.counters[verdict.reason or verdict.kind] = self.counters.get(verdict.reason or verdict.kind, 0) + 1
+        if verdict.kind == INCONSISTENT:
+            self._keep_evidence(verdict, receipt)
+        return verdict
+
+    def accept(self, verdict: Verdict) -> None:
+        """Keep the receipt's checkpoint as the newest verified one (before the delete it allows)."""
+        cp = verdict.checkpoint
+        if verdict.kind != OK or cp is None or (self.newest is not None and cp.size <= self.newest.size
+                                                and cp.root == self.newest.root):
+            return
+        from provisioning import atomic_write  # noqa: PLC0415
+
+        atomic_write(self.checkpoint_path, verdict.note.encode(), mode=0o644, durable=True)
+        self.newest, self.newest_note = cp, verdict.note
+
+    def _keep_evidence(self, verdict: Verdict, receipt: bytes) -> None:
+        from provisioning import atomic_write  # noqa: PLC0415
+
+        ms = int(time.time() * 1000)
+        doc = {"time_ms": ms, "reason": verdict.reason, "detail": verdict.detail,
+               "previous_checkpoint": self.newest_note, "receipt_checkpoint": verdict.note,
+               "receipt_cose_b64": base64.b64encode(receipt).decode(), "log_vkey": self.verifier.vkey()}
+        path = os.path.join(self.evidence_dir, f"log-evidence-{ms}.json")
+        try:
+            os.makedirs(self.evidence_dir, exist_ok=True)
+            atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644, durable=True)
+        except OSError as e:
+            log.error("cannot write log evidence %s: %s", path, e)
+        log.error("LOG INCONSISTENT: %s (%s); nothing deleted, evidence in %s", verdict.reason, verdict.detail, path)
+
+    def doc(self) -> dict[str, Any]:
+        """The log block of status and telemetry."""
+        evidence = self.evidence()
+        return {"state": "inconsistent" if evidence else "ok", "size": self.newest.size if self.newest else None,
+                "origin": self.origin, "evidence": evidence[-1] if evidence else None,
+                "evidence_files": len(evidence), "checks": dict(self.counters)}
+
+
 class ReceiptChecker:
     """Verifies receipts for ``device_id`` against the fleet CA (and CRL); keeps the latest valid one."""
 
-    def __init__(self, device_id: str, ca_file: str | None, crl_file: str | None, path: str) -> None:
+    def __init__(self, device_id: str, ca_file: str | None, crl_file: str | None, path: str,
+                 log_vkey: str | None = None) -> None:
         self.device_id = device_id
         self.ca_file = ca_file
         self.crl_file = crl_file
         self.path = path
+        self.witness = LogWitness(log_vkey, path) if log_vkey else None
+        self._pending: list[ReceiptVerified] = []
         self._cas: list[Any] = []
         self._crls: list[Any] = []
         self._crl_mtime: float | None = None
@@ -80,8 +176,11 @@ class ReceiptChecker:
         self._crls = [crl]
         self._crl_mtime = mtime
 
-    def check(self, data: bytes, now: float, wall: float | None = None) -> ReceiptVerified:
-        """The verified receipt as a delivery event (``now`` monotonic); raises ``ReceiptRefused``."""
+    def check(self, data: bytes, now: float, wall: float | None = None, held: Held | None = None) -> ReceiptVerified:
+        """The verified receipt as a delivery event (``now`` monotonic); raises ``ReceiptRefused``.
+
+        ``held``: what the outbox holds, for the log check (None: nothing to delete, e.g. at start).
+        """
         if not self._cas:
             raise ReceiptRefused("no_trust_anchor", "set [receipts] ca_file or mqtt.ca_file")
         if len(data) > MAX_RECEIPT_BYTES:
@@ -97,9 +196,28 @@ class ReceiptChecker:
         except Exception as e:  # the verifier promises its typed error only; a bug must not delete anything
             log.exception("receipt verifier raised")
             raise ReceiptRefused("internal_error", type(e).__name__) from e
-        return ReceiptVerified(now=now, epoch=int(r.epoch), settled=int(r.settled), time_ms=int(r.time_ms),
-                               rejected=tuple((int(s), str(reason)) for s, reason in r.rejected),
-                               birth=bool(r.birth), signer=str(r.agg), data=bytes(data))
+        verified = ReceiptVerified(now=now, epoch=int(r.epoch), settled=int(r.settled), time_ms=int(r.time_ms),
+                                   rejected=tuple((int(s), str(reason)) for s, reason in r.rejected),
+                                   birth=bool(r.birth), signer=str(r.agg), data=bytes(data))
+        if self.witness is not None:
+            verdict = self.witness.check(r.log, int(r.settled), held or Held(None, 0, lambda _s: None), bytes(data))
+            if verdict.kind != OK:
+                if verdict.reason == "log_unverifiable" and r.log is not None and len(self._pending) < 4:
+                    self._pending.append(verified)  # maybe just out of order: tried again after the next one
+                raise ReceiptRefused("log_inconsistent" if verdict.kind == INCONSISTENT else verdict.reason,
+                                     verdict.detail)
+            self.witness.accept(verdict)
+        return verified
+
+    def retry_pending(self, now: float, held: Held) -> list[ReceiptVerified]:
+        """Receipts refused as unverifiable that check now (the newest checkpoint moved): at most a few."""
+        out, pending, self._pending = [], self._pending, []
+        for p in pending:
+            try:
+                out.append(self.check(p.data, now, held=held))
+            except ReceiptRefused:
+                pass
+        return out
 
     def keep(self, receipt: ReceiptVerified) -> None:
         """Write the receipt's exact bytes atomically and durably (before the delete it allows)."""
@@ -118,7 +236,7 @@ class ReceiptChecker:
             log.warning("cannot read the kept receipt %s: %s", self.path, e)
             return None
         try:
-            return self.check(data, now)
+            return self.check(data, now, held=Held(None, 0, lambda _s: None))
         except ReceiptRefused as e:
             log.warning("the kept receipt %s no longer verifies (%s): ignoring it", self.path, e)
             return None

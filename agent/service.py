@@ -22,20 +22,23 @@ from agent import __version__
 from agent.clock import ClockState
 from agent.committer import Committer
 from agent.delivery import ReceiptVerified
+from agent.errors import InferenceError
 from agent.inference import Model, runtime_name
 from agent.metrics import MetricsExporter, registry_for
-from agent.model_meta import load_model_meta
+from agent.model_meta import ModelMeta, load_model_meta
 from agent.outbox import Draft, Outbox, OutboxReader
 from agent.pipeline import PipelineRunner
 from agent.publisher import MqttLink, record_budget
 from agent.receipts import ReceiptChecker, receipt_doc
 from agent.sdnotify import Notifier
-from agent.settings import AgentConfig
+from agent.settings import AgentConfig, PipelineConfig
 from agent.sources import Source, make_source
 from agent.status import FORMAT as STATUS_FORMAT
 from agent.status import StatusWriter
 from agent.telemetry import TelemetryBuilder
 from agent.topics import Topics
+from agent.updates.state import UpdateState
+from agent.updates.updater import ModelUpdater, startup_model
 from agent.watchdog import StallingSource, StallSwitch, Watchdog, stall_s_for
 from envelope import Signer
 from provisioning import FileKeyUri, open_signer, parse_key_uri
@@ -98,6 +101,10 @@ class Agent:
         self._low_water_lock = threading.Lock()
         self.committer_stop_timeout_s = 10.0
         self.link_drain_timeout_s = 2.0
+        self.updater: ModelUpdater | None = None
+        self.update_state: UpdateState | None = None
+        self._shipped_ids: dict[str, str] = {}
+        self._signer_obj: Signer | None = None
         self._fail_start_at: str | None = None  # fault injection for tests: "committer", "link", "pipelines"...
 
     # ----- lifecycle ---------------------------------------------------------------------------------
@@ -117,9 +124,12 @@ class Agent:
         self.epoch = self.outbox.begin_epoch()
         signer = self._signer or open_signer(cfg.key_uri)
         models = []
+        if cfg.updates is not None:
+            os.makedirs(cfg.updates.dir, exist_ok=True)
+            self.update_state = UpdateState.load(os.path.join(cfg.updates.dir, "state.json"))
         for pc in cfg.pipelines:
-            meta = load_model_meta(pc.metadata)
-            models.append((pc, meta, Model.load(pc.model, meta, num_threads=pc.num_threads)))
+            meta, model = self._startup_model(pc)
+            models.append((pc, meta, model))
         longest_topic = max([self.topics.result(pc.stream) for pc in cfg.pipelines]
                             + [self.topics.telemetry, self.topics.status, self.topics.gap], key=len)
         budget = record_budget(cfg.mqtt.max_packet_bytes, longest_topic)
@@ -129,7 +139,7 @@ class Agent:
         kept = None
         if aggregator:
             self.receipts = ReceiptChecker(cfg.device_id, cfg.receipts.ca_file, cfg.receipts.crl_file,
-                                           cfg.receipts.path)
+                                           cfg.receipts.path, log_vkey=cfg.receipts.log_vkey)
             if not self.receipts.enabled:
                 log.error("delivery = aggregator but no fleet CA for receipts ([receipts] ca_file or mqtt.ca_file):"
                           " no receipt can be verified, so nothing will be deleted from the outbox")
@@ -158,20 +168,24 @@ class Agent:
         if self._fail_start_at == "link":
             raise RuntimeError("injected start failure (link)")
         self.link.start()
-        self._birth_model_info = [
-            {"stream": pc.stream, "model": meta.name, "sha256": m.model_sha256.hex(), "labels": list(meta.labels)}
-            for pc, meta, m in models
-        ]
-        self.drafts.put(self._birth_draft(signer))
+        self._signer_obj = signer
         for pc, meta, model in models:
             source: Source = make_source(pc.stream, pc.source)
             if self._stall is not None:
                 source = StallingSource(source, self._stall, f"pipeline:{pc.stream}")
             runner = PipelineRunner(pc, meta, model, source, self.topics.result(pc.stream),
                                     self.drafts, self.clock_state.get)
+            runner.model_id = self._shipped_ids.get(pc.stream, meta.name)
             self.pipelines.append(runner)
+        if cfg.updates is not None and self.update_state is not None:
+            self.updater = ModelUpdater(cfg.updates, cfg.device_id, self.pipelines, self.update_state,
+                                        load=self._load_update, receipt_time_s=self._receipt_time,
+                                        on_change=self._models_changed, before_switch=self._before_switch)
+        self.drafts.put(self._birth_draft(signer))
         for runner in self.pipelines:
             runner.start()
+        if self.updater is not None:
+            self.updater.start()
         if self._fail_start_at == "pipelines":
             raise RuntimeError("injected start failure (pipelines)")
         self._telemetry_thread = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
@@ -200,6 +214,8 @@ class Agent:
         self.watchdog.stop()
         if self._stall is not None:
             self._stall.close()
+        if self.updater is not None:
+            self.updater.stop()
         for runner in self.pipelines:
             runner.stop()
         for runner in self.pipelines:
@@ -272,11 +288,61 @@ class Agent:
             "epoch": self.epoch,
             "delivery": self.cfg.outbox.delivery,
             "low_water": self.low_water(),
-            "models": self._birth_model_info,
+            "log_size": self.log_size(),
+            "models": self.models_info(),
+            "updates": self.updater.status_doc() if self.updater is not None else {"enabled": False},
         }
         return Draft(kind="status", stream="status", topic=self.topics.status, payload=payload,
                      capture_ms=int(time.time() * 1000), clock_state=self.clock_state.get(), retain=True,
                      x5chain=chain)
+
+    # ----- models and their updates --------------------------------------------------------------------
+    def _startup_model(self, pc: PipelineConfig) -> tuple[ModelMeta, Model]:
+        """The committed update of a pipeline's model when there is a usable one, else the shipped model."""
+        shipped = load_model_meta(pc.metadata)
+        self._shipped_ids[pc.stream] = shipped.name
+        sm = startup_model(pc, shipped, self.cfg.updates, self.update_state)
+        if sm.note:
+            log.error("pipeline %s: %s; running the shipped model %s", pc.stream, sm.note, pc.model)
+        if sm.source == "update":
+            try:
+                model = Model.load(sm.path, sm.meta, num_threads=pc.num_threads, delegate=pc.delegate)
+                log.info("pipeline %s: running model %s version %s from a signed update", pc.stream, sm.meta.name,
+                         sm.meta.version)
+                return sm.meta, model
+            except InferenceError as e:
+                log.error("pipeline %s: the committed update does not load (%s); running the shipped model %s",
+                          pc.stream, e, pc.model)
+        return shipped, Model.load(pc.model, shipped, num_threads=pc.num_threads, delegate=pc.delegate)
+
+    def _load_update(self, path: str, meta: ModelMeta, runner: PipelineRunner) -> Model:
+        return Model.load(path, meta, num_threads=runner.cfg.num_threads, delegate=runner.cfg.delegate)
+
+    def _receipt_time(self) -> float | None:
+        r = self.link.core.last_receipt if self.link is not None else None
+        return r.time_ms / 1000.0 if r is not None else None
+
+    def _before_switch(self) -> None:
+        if self._stall is not None:
+            self._stall.wait("update:switch")
+
+    def _models_changed(self) -> None:
+        """A switch, commit or refusal: a new birth record says which models run now."""
+        if self.committer is not None and self._signer_obj is not None:
+            self.committer.put_urgent(self._birth_draft(self._signer_obj))
+
+    def models_info(self) -> list[dict[str, Any]]:
+        """Per pipeline: the model that runs (id, version, digest) and its update state."""
+        upd = self.updater.status_doc()["models"] if self.updater is not None else {}
+        out = []
+        for r in self.pipelines:
+            u = upd.get(r.model_id, {})
+            out.append({"stream": r.cfg.stream, "model": r.meta.name, "version": r.meta.version,
+                        "sha256": r.model.model_sha256.hex(), "labels": list(r.labels),
+                        "delegate": r.model.delegate_state.doc(),
+                        "pending": u.get("pending"), "refused": u.get("refused", {}),
+                        "reverted": u.get("reverted", {})})
+        return out
 
     def _on_commit(self, result: Any) -> None:
         assert self.link is not None
@@ -295,6 +361,14 @@ class Agent:
     def _on_settled(self, seq: int) -> None:
         if self.committer:
             self.committer.ack(seq)
+
+    def log_size(self) -> int | None:
+        """Size of the newest log checkpoint this device verified (None: not witnessing the log).
+
+        Carried in birth and telemetry so that the aggregator starts the next consistency proof there.
+        """
+        w = self.receipts.witness if self.receipts is not None else None
+        return None if w is None or w.newest is None else int(w.newest.size)
 
     def low_water(self) -> int:
         """The oldest seq the outbox still holds (the next seq when empty): carried in birth and telemetry."""
@@ -363,7 +437,8 @@ class Agent:
                 "last_error": ln.last_error if ln else None,
             },
             "receipt": {"delivery": self.cfg.outbox.delivery,
-                        **receipt_doc(ln.core.last_receipt if ln else None)},
+                        **receipt_doc(ln.core.last_receipt if ln else None),
+                        "log": self.receipts.witness.doc() if self.receipts and self.receipts.witness else None},
             "pipelines": {
                 r.cfg.stream: {
                     "windows": r.stats.windows,
@@ -373,9 +448,14 @@ class Agent:
                     "latency_histogram": r.stats.latency_histogram.snapshot(),
                     "windowing": r.windower.counters(),
                     "source": r.source.counters(),
+                    "model": {"id": r.model_id, "name": r.meta.name, "version": r.meta.version,
+                              "sha256": r.model.model_sha256.hex(),
+                              "trial": r.trial is not None and not r.trial.reverted,
+                              "delegate": r.model.delegate_state.doc()},
                 }
                 for r in self.pipelines
             },
+            "updates": self.updater.status_doc() if self.updater is not None else {"enabled": False},
             "queue_depth": self.drafts.qsize(),
         }
 
@@ -387,7 +467,8 @@ class Agent:
         cm = self.committer
         if cm is None or not cm.alive:
             reasons.append("committer thread is not running")
-        elif now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy else COMMIT_RETRY_MAX_S):
+        elif not cm.stats.waiting and now - cm.stats.last_progress > stall_s + (0.0 if cm.stats.healthy
+                                                                                 else COMMIT_RETRY_MAX_S):
             reasons.append(f"committer stalled for {now - cm.stats.last_progress:.0f}s")
         elif not cm.stats.healthy:
             # Retrying with backoff is the right thing on a full disk, and a restart would not free space
@@ -400,10 +481,21 @@ class Agent:
                 reasons.append(f"pipeline {r.cfg.stream} stalled for {stuck:.0f}s")
         if self.link is not None and not self.link.alive:
             reasons.append("MQTT link thread is not running")
+        for r in self.pipelines:
+            ds = r.model.delegate_state
+            if ds.state == "cpu_fallback":
+                degraded.append(f"pipeline {r.cfg.stream}: delegate {ds.library} not in use, running on the CPU "
+                                f"({ds.error})")
+        if self.updater is not None and self.updater.started and not self.updater.alive:
+            degraded.append("model updater thread is not running (signed updates stopped)")
         if self.link is not None and self.link.health.degraded(now):
             lh = self.link.health
             why = f": {lh.detail} ({lh.cause})" if lh.cause else ""
             degraded.append(f"no broker connection for {lh.unconnected_s(now):.0f}s{why}")
+        w = self.receipts.witness if self.receipts is not None else None
+        if w is not None and w.evidence():
+            degraded.append(f"log inconsistent: a receipt's log proof failed; nothing it settles is deleted "
+                            f"(evidence {w.evidence()[-1]})")
         return Health(not reasons, reasons, degraded)
 
     def status_text(self) -> str:

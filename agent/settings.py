@@ -45,6 +45,16 @@ SourceConfig = SimulatedSourceConfig | ReplaySourceConfig | SerialSourceConfig
 
 
 @dataclass(frozen=True)
+class DelegateConfig:
+    """An external TFLite delegate under a pipeline's model (agent.delegates)."""
+
+    library: str  # path or soname, e.g. /usr/lib/aarch64-linux-gnu/libedgetpu.so.1
+    options: tuple[tuple[str, str], ...] = ()  # passed to the library as strings
+    on_failure: str = "fail"  # or "cpu_fallback": run on the CPU and say so in status and birth records
+    name: str = ""  # runtime name for golden vectors; empty: from the library's file name (edgetpu)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """One sensor stream → windows → model → signed results on ``<prefix>/<device>/result/<stream>``."""
 
@@ -58,6 +68,7 @@ class PipelineConfig:
     score_threshold: float = 0.0  # below it the result's label is "uncertain" (still published)
     num_threads: int = 1
     queue_windows: int = 256  # bounded queue between this pipeline and the signer/committer
+    delegate: DelegateConfig | None = None  # [pipeline.delegate]: an accelerator's external delegate
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class OutboxConfig:
     delivery: str = "aggregator"  # or "broker"
     resend_after_s: float = 30.0
     commit_batch: int = 256
-    commit_linger_s: float = 0.5  # a part-filled batch of results waits this long for more (fewer fsyncs)
+    commit_linger_s: float = 1.0  # a part-filled batch of results waits this long for more (fewer fsyncs)
     inflight_max: int = 1000
 
 
@@ -100,6 +111,24 @@ class ReceiptsConfig:
     ca_file: str | None = None  # fleet CA (PEM); None: mqtt.ca_file
     crl_file: str | None = None  # the fleet CRL (PEM or DER), re-read when it changes
     path: str = ""  # latest valid receipt; empty: receipt.cose next to the outbox (the parser fills it in)
+    log_vkey: str | None = None  # the transparency log's verifier key: receipts' log proofs are checked
+
+
+@dataclass(frozen=True)
+class UpdatesConfig:
+    """Signed model updates (DESIGN §11, docs/model-updates.md): where the repository is, what to trust."""
+
+    repository_url: str  # http(s)://host[/path]: metadata under <url>/metadata/, models under <url>/targets/
+    root: str  # the trusted root.json shipped in the image (1.root.json of the release repository)
+    dir: str = ""  # TUF metadata, verified models, state.json; empty: updates/ next to the outbox
+    poll_interval_s: float = 3600.0
+    fetch_timeout_s: float = 30.0
+    max_model_bytes: int = 64 * 1024 * 1024
+    max_metadata_bytes: int = 1024 * 1024  # root, snapshot, targets (timestamp: at most 16 KiB)
+    health_window_s: float = 30.0  # after a switch: watch this long before committing the new version
+    health_min_windows: int = 5
+    latency_factor: float = 4.0  # median live latency may be this many times the golden run's + slack
+    latency_slack_us: float = 500.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +189,7 @@ class AgentConfig:
     receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    updates: UpdatesConfig | None = None  # None: no [updates] table, the shipped models run forever
     certificate: str | None = None  # PEM: device certificate, then intermediates (sent in the birth record)
     device_id_file: str | None = None  # read at load time instead of device_id (one config for every device)
     log_level: str = "INFO"

@@ -159,9 +159,30 @@ def render_table(doc: Mapping[str, Any]) -> str:
         ("agent", f"{doc.get('agent')} pid {doc.get('pid')} ({'running' if doc.get('pid_alive') else 'not running'})"),
         ("updated", f"{doc.get('age_s')} s ago"),
     ]
-    rows = head + list(_flatten("", doc.get("telemetry", {})))
+    rows = head + _update_rows(doc.get("telemetry", {}).get("updates") or {}) + \
+        list(_flatten("", doc.get("telemetry", {})))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _update_rows(u: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One line per model id (running, pending, refused, reverted) and the repository's condition."""
+    if not u.get("enabled"):
+        return []
+    cond = str(u.get("state"))
+    if u.get("cause"):
+        cond += f" ({u['cause']}) since {u.get('since')}"
+    rows = [("updates", f"{cond}; last check {u.get('last_check') or 'never'}")]
+    for mid, m in (u.get("models") or {}).items():
+        text = f"v{m.get('running')} running ({str(m.get('sha256'))[:12]}), floor {m.get('floor')}"
+        p = m.get("pending")
+        if p:
+            text += f"; v{p.get('version')} pending ({p.get('state')})"
+        for what in ("refused", "reverted"):
+            for v, why in (m.get(what) or {}).items():
+                text += f"; v{v} {what}: {why}"
+        rows.append((f"model {mid}", text))
+    return rows
 
 
 def _status_path(args: argparse.Namespace) -> str:

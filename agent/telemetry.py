@@ -19,13 +19,13 @@ status write, and a busy minute could show up as 0 %.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import psutil
 
 __all__ = ["FIELDS", "CpuMeter", "CpuSample", "TelemetryBuilder", "cpu_percent_between", "host_health",
@@ -48,20 +48,40 @@ FIELDS: tuple[str, ...] = (
     "mqtt.connect_failures_by_cause",
     "receipts.delivery", "receipts.received", "receipts.stale", "receipts.duplicate", "receipts.invalid",
     "receipts.records_rejected", "receipts.signer", "receipts.epoch", "receipts.settled", "receipts.time",
-    "pipelines",
+    "receipts.log_state", "receipts.log_size", "receipts.log_evidence_files",
+    "pipelines", "updates",
 )
 PIPELINE_FIELDS: tuple[str, ...] = (
     "windows", "results", "errors", "latency_us.p50", "latency_us.p99", "records_per_s", "frame_errors",
-    "lost_frames",
+    "lost_frames", "model",
 )
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """``numpy.percentile(values, q)`` (method "linear") of ``ordered`` (sorted, no NaN), bit for bit.
+
+    Pure Python: ``numpy.percentile`` imports ``numpy.ma`` on first use, ≈ 1.2 MB of RSS in every agent for
+    two numbers a minute (docs/benchmarks.md, B3). Same arithmetic as numpy's ``_lerp``; equality is a
+    property test (tests/unit/test_telemetry.py).
+    """
+    n = len(ordered)
+    virtual = (q / 100) * (n - 1)
+    lo = math.floor(virtual)
+    hi = min(lo + 1, n - 1)
+    lo = min(lo, n - 1)
+    gamma = virtual - lo
+    a, b = ordered[lo], ordered[hi]
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": 0.0, "p99": 0.0}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p99 = np.percentile(arr, [50, 99])
-    return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
+    ordered = sorted(float(v) for v in values)
+    if any(math.isnan(v) for v in ordered):  # numpy's answer (never for latencies)
+        return {"p50": float("nan"), "p99": float("nan")}
+    return {"p50": round(percentile(ordered, 50), 1), "p99": round(percentile(ordered, 99), 1)}
 
 
 def _frame_errors(source: Mapping[str, int]) -> int:
@@ -192,6 +212,7 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "records_per_s": rates.get(f"pipeline:{stream}", 0.0),
             "frame_errors": _frame_errors(src),
             "lost_frames": int(src.get("lost_frames", 0)),
+            "model": dict(p.get("model", {})),
         }
     connects = int(mq.get("connects", 0))
     return {
@@ -234,8 +255,12 @@ def telemetry_payload(snapshot: Mapping[str, Any], host: Mapping[str, Any] | Non
             "epoch": rc.get("epoch"),
             "settled": rc.get("settled"),
             "time": rc.get("time"),
+            "log_state": (rc.get("log") or {}).get("state", "off"),  # ok | inconsistent | off
+            "log_size": (rc.get("log") or {}).get("size"),
+            "log_evidence_files": int((rc.get("log") or {}).get("evidence_files", 0)),
         },
         "pipelines": pipelines,
+        "updates": dict(snapshot.get("updates") or {"enabled": False}),
     }
 
 

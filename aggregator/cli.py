@@ -26,7 +26,7 @@ from typing import Any
 
 from aggregator.audit.cli import add_parser as add_audit_parser
 from aggregator.config import AggregatorConfig, load_config
-from aggregator.errors import AggregatorError, ConfigError, Rejected
+from aggregator.errors import AggregatorError, ConfigError, Rejected, StoreNotFound
 from aggregator.ledger.cli import add_parser as add_ledger_parser
 from aggregator.service import AggregatorService
 from aggregator.store import open_store
@@ -34,6 +34,7 @@ from aggregator.topics import TopicInfo, parse_topic
 from aggregator.trust import TrustStore, load_certificates, load_crl, load_registry
 from aggregator.verifier import Limits, Verifier, embedded_key, gap_info, skew_flags
 from envelope import EnvelopeError, Record, open_record
+from provisioning.cliutil import run_main
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def _ms(ms: int | None) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     url, schema = _store_from(args)
-    store = open_store(url, schema=schema)
+    store = open_store(url, schema=schema, create=False)
     try:
         devices = store.device_stats()
     finally:
@@ -207,17 +208,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(devices, indent=2, sort_keys=True, default=_jsonable))
         return 0
     print(f"{'device':<24} {'last seq':>10} {'settled':>10} {'stored':>9} {'dups':>7} {'equivoc':>7} "
-          f"{'missing':>8} {'policy gaps':>11} {'online':>6}  {'last seen':<20} rejects")
+          f"{'missing':>8} {'policy gaps':>11} {'online':>6} {'skew':>7} {'unsynced':>8}  {'last seen':<20} rejects")
     for d in devices:
         rejects = ", ".join(f"{k}={v}" for k, v in sorted(d.get("rejects", {}).items())) or "-"
         if d.get("unknown_device"):
             print(f"{d['device_id'] or '(no device)':<24} {'':>10} {'':>10} {'':>9} {'':>7} {'':>7} {'':>8} "
-                  f"{'':>11} {'':>6}  {'':<20} {rejects}")
+                  f"{'':>11} {'':>6} {'':>7} {'':>8}  {'':<20} {rejects}")
             continue
         online = {1: "yes", 0: "no"}.get(d["online"], "-")
         print(f"{d['device_id']:<24} {d['max_seq']:>10} {d['contiguous_seq']:>10} {d['stored']:>9} "
               f"{d['duplicates']:>7} {d.get('equivocations', 0):>7} {d['missing']:>8} {d['policy_gap_seqs']:>11} "
-              f"{online:>6}  "
+              f"{online:>6} {d['skew_flagged']:>7} {d['clock_states']['unsynced']:>8}  "
               f"{_ms(d['last_seen_ms']):<20} {rejects}")
     return 0
 
@@ -266,11 +267,11 @@ def _export_row(row: dict[str, Any], with_record: bool) -> dict[str, Any]:
 def cmd_export(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     url, schema = _store_from(args)
-    store = open_store(url, schema=schema)
+    store = open_store(url, schema=schema, create=False)
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     n = 0
+    rows = store.export(since, args.device, args.kind)
     try:
-        rows = store.export(since, args.device, args.kind)
         if args.format == "jsonl":
             for row in rows:
                 out.write(json.dumps(_export_row(row, not args.no_record), sort_keys=True) + "\n")
@@ -284,6 +285,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 writer.writerow(r)
                 n += 1
     finally:
+        rows.close()  # before the store: the export cursor ends its read first
         store.close()
         if out is not sys.stdout:
             out.close()
@@ -323,23 +325,36 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=cmd_stats)
         else:
             sp.add_argument("--since", help="ISO-8601 time, @unix-seconds or a duration (15m, 2h, 7d)")
-            sp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+            sp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                            help="JSON lines (default) or CSV")
             sp.add_argument("--device", help="only this device")
-            sp.add_argument("--kind", choices=("result", "reading", "telemetry", "status", "gap"))
+            sp.add_argument("--kind", choices=("result", "reading", "telemetry", "status", "gap"),
+                            help="only records of this kind")
             sp.add_argument("--output", "-o", help="write here instead of stdout")
             sp.add_argument("--no-record", action="store_true", help="jsonl: omit the verbatim record (base64)")
             sp.set_defaults(func=cmd_export)
     add_ledger_parser(sub)
     add_audit_parser(sub)
+    from aggregator.model_registry import add_models_parser  # noqa: PLC0415 - tuf loads only for `models`
+
+    add_models_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``edge-aggregator`` (141, quietly, when stdout's reader went away)."""
+    return run_main(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except StoreNotFound as e:
+        print(f"edge-aggregator {args.command}: {e}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(f"edge-aggregator: invalid configuration:\n{e}", file=sys.stderr)
         return 2

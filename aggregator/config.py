@@ -97,6 +97,19 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class ModelsSettings:
+    """The signed model repository (DESIGN §11, docs/model-updates.md): flag results of unlisted model digests.
+
+    Off while ``repository_url`` is empty. The same repository and trusted root the devices use."""
+
+    repository_url: str = ""  # http(s)://host[/path]: metadata under <url>/metadata/
+    root_file: str | None = None  # the trusted root (1.root.json of the release repository)
+    cache_dir: str = ""  # TUF metadata cache; empty: models-tuf/ next to the SQLite store (else a temp dir)
+    refresh_s: float = 300.0  # re-read the signed targets this often
+    fetch_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class WebSettings:
     """The fleet web page and ``/metrics`` (``aggregator.web``, extra ``web``; docs/web.md).
 
@@ -144,6 +157,7 @@ class AggregatorConfig:
     hold: HoldSettings = field(default_factory=HoldSettings)
     log: LogSettings = field(default_factory=LogSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
     max_record_bytes: int = 64 * 1024
     max_skew_s: float = 300.0
     queue_size: int = 20_000
@@ -171,7 +185,7 @@ def _section(cls: Any, data: Any, key: str, problems: list[tuple[str, str]], bas
             continue
         typ = str(f.type)
         if typ in ("MqttSettings", "StoreSettings", "TrustSettings", "IdentitySettings", "HoldSettings",
-                   "LogSettings", "WebSettings"):
+                   "LogSettings", "WebSettings", "ModelsSettings"):
             continue
         if typ.startswith("tuple"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -194,11 +208,12 @@ def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorCon
     problems: list[tuple[str, str]] = []
     base = Path(source).parent if source != "<config>" else Path(".")
     top = dict(doc)
-    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust", "identity", "hold", "log", "web")}
+    sections = {name: top.pop(name, {}) for name in ("mqtt", "store", "trust", "identity", "hold", "log", "web",
+                                                       "models")}
     agg = top.pop("aggregator", {})
     for name in top:
         problems.append((name, "unknown key; expected tables [aggregator], [mqtt], [store], [trust], [identity], "
-                         "[hold], [log], [web]"))
+                         "[hold], [log], [web], [models]"))
     mqtt = MqttSettings(**_section(MqttSettings, sections["mqtt"], "mqtt", problems, base))
     store_kw = _section(StoreSettings, sections["store"], "store", problems, base)
     url = store_kw.get("url")
@@ -216,9 +231,13 @@ def parse_config(doc: dict[str, Any], source: str = "<config>") -> AggregatorCon
     hold = HoldSettings(**_section(HoldSettings, sections["hold"], "hold", problems, base))
     log_settings = LogSettings(**_section(LogSettings, sections["log"], "log", problems, base))
     web = WebSettings(**_section(WebSettings, sections["web"], "web", problems, base))
+    models_kw = _section(ModelsSettings, sections["models"], "models", problems, base)
+    if isinstance(models_kw.get("cache_dir"), str) and models_kw["cache_dir"]:
+        models_kw["cache_dir"] = str(base / models_kw["cache_dir"])
+    models = ModelsSettings(**models_kw)
     kw = _section(AggregatorConfig, agg, "aggregator", problems, base)
     cfg = AggregatorConfig(mqtt=mqtt, store=store, trust=trust, identity=identity, hold=hold, log=log_settings,
-                           web=web, source_file=source, **kw)
+                           web=web, models=models, source_file=source, **kw)
     problems += check(cfg)
     if problems:
         raise ConfigError(source, problems)
@@ -270,8 +289,23 @@ def check(cfg: AggregatorConfig) -> list[tuple[str, str]]:
         p.append(("hold.max_age_s", f"expected 0..86400 seconds, got {cfg.hold.max_age_s}"))
     p += _check_log(cfg)
     p += _check_web(cfg)
+    p += _check_models(cfg)
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         p.append(("aggregator.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}"))
+    return p
+
+
+def _check_models(cfg: AggregatorConfig) -> list[tuple[str, str]]:
+    m, p = cfg.models, []
+    if m.repository_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", m.repository_url):
+        p.append(("models.repository_url", f"expected http(s)://host[:port][/path], got {m.repository_url!r}"))
+    if bool(m.repository_url) != bool(m.root_file):
+        p.append(("models.root_file" if m.repository_url else "models.repository_url",
+                  "models.repository_url and models.root_file go together (the repository and its trusted root)"))
+    if not 1 <= m.refresh_s <= 86_400:
+        p.append(("models.refresh_s", f"expected 1..86400 seconds, got {m.refresh_s}"))
+    if not 1 <= m.fetch_timeout_s <= 600:
+        p.append(("models.fetch_timeout_s", f"expected 1..600 seconds, got {m.fetch_timeout_s}"))
     return p
 
 

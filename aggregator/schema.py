@@ -15,7 +15,12 @@ last sent to each device.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# Stored records per clock state the device declared (envelope labels CLOCK_*), counted apart from clock skew
+# (``skew_flagged``: signed too far from our receipt time), so an unsynchronised fleet shows as such.
+CLOCK_NAMES: dict[int, str] = {0: "unsynced", 1: "ntp", 2: "gnss"}
+CLOCK_COLUMNS: dict[int, str] = {state: f"clock_{name}" for state, name in CLOCK_NAMES.items()}
 
 # PostgreSQL advisory lock taken (transaction-scoped) around schema creation and migrations, so workers started
 # together on a fresh database serialise instead of racing in the catalog (concurrent ``CREATE ... IF NOT
@@ -25,9 +30,11 @@ SCHEMA_LOCK_KEY = int.from_bytes(b"edgeagg1", "big", signed=True)
 # Statements that bring a store at version ``v - 1`` to version ``v``, for changes that ``ddl()``'s
 # ``CREATE ... IF NOT EXISTS`` cannot make on an existing table (new columns, changed keys). ``ddl()`` always
 # describes the latest layout; a fresh store gets it and skips every migration. Each migration runs once, in
-# the transaction that records the new version, under the lock above.
+# the transaction that records the new version, under the lock above; an ``ADD COLUMN`` whose column exists
+# (``ddl()`` just created the table in the latest layout) is skipped.
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE records ADD COLUMN log_index BIGINT"],  # the transparency log's leaf index (DESIGN §9)
+    3: [f"ALTER TABLE devices ADD COLUMN {c} BIGINT NOT NULL DEFAULT 0" for c in CLOCK_COLUMNS.values()],
 }
 
 
@@ -59,8 +66,9 @@ def migration_plan(current: int | None, target: int = SCHEMA_VERSION,
 
 def ddl(blob: str) -> list[str]:
     """CREATE statements; ``blob`` is the binary column type of the dialect (BLOB or BYTEA)."""
+    clocks = ",\n            ".join(f"{c} BIGINT NOT NULL DEFAULT 0" for c in CLOCK_COLUMNS.values())
     return [
-        """CREATE TABLE IF NOT EXISTS devices (
+        f"""CREATE TABLE IF NOT EXISTS devices (
             device_id TEXT PRIMARY KEY,
             contiguous_seq BIGINT NOT NULL DEFAULT 0,
             contiguous_epoch BIGINT NOT NULL DEFAULT 0,
@@ -78,7 +86,8 @@ def ddl(blob: str) -> list[str]:
             gaps_opened BIGINT NOT NULL DEFAULT 0,
             gap_seqs BIGINT NOT NULL DEFAULT 0,
             policy_gap_seqs BIGINT NOT NULL DEFAULT 0,
-            skew_flagged BIGINT NOT NULL DEFAULT 0
+            skew_flagged BIGINT NOT NULL DEFAULT 0,
+            {clocks}
         )""",
         f"""CREATE TABLE IF NOT EXISTS records (
             device_id TEXT NOT NULL,

@@ -23,6 +23,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.errors import ConfigError, Rejected, StoreError, TrustError
 from aggregator.hold import Hold, HoldLimits
 from aggregator.identity import Identity, load_identity
+from aggregator.model_registry import ModelRegistry
 from aggregator.mqtt_link import Inbound, MqttLink
 from aggregator.presence import PresenceEvent
 from aggregator.receipts import ReceiptBatcher
@@ -36,6 +37,7 @@ from envelope import Receipt, labels, seal_receipt
 log = logging.getLogger(__name__)
 
 _STOP = object()
+MAX_TRACKED_DIGESTS = 10_000  # distinct model digests counted one by one; more are counted as "other"
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class AggregatorStats:
     gaps_opened: int = 0
     gap_seqs: int = 0
     policy_gap_seqs: int = 0
-    skew_flagged: int = 0
+    skew_flagged: int = 0  # stored records signed too far from our clock (max_skew_s)
+    clock_states: dict[str, int] = field(default_factory=dict)  # stored records by declared clock state
     offline_events: int = 0
     acks_published: int = 0  # signed receipts published
     held: int = 0  # records whose key was unknown, held for the birth record
@@ -61,6 +64,8 @@ class AggregatorStats:
     store_errors: int = 0
     queue_depth: int = 0
     devices: int = 0
+    unlisted_model_results: int = 0  # verified results whose model digest is not a signed target ([models])
+    unlisted_models: dict[str, int] = field(default_factory=dict)  # digest hex -> such results
 
     @property
     def rejected_total(self) -> int:
@@ -111,7 +116,11 @@ class AggregatorService:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self._clock_states: Counter[str] = Counter()
         self._devices: set[str] = set()
+        self._by_digest: Counter[str] = Counter()  # results per model digest (with [models])
+        self.models: ModelRegistry | None = ModelRegistry(config.models, config.store.url) \
+            if config.models.repository_url else None
         self._touched: dict[str, float] = {}
         self._accepting = False
         self._thread: threading.Thread | None = None
@@ -127,6 +136,7 @@ class AggregatorService:
         self._web: Any = None  # aggregator.web.server.WebServer when [web] is enabled
         self._web_routes: list[Any] = []
         self._web_nav: list[tuple[str, str]] = []
+        self._log_store: Store | None = None  # the web thread's own connection for the log routes
         self.fleet: Any = None  # aggregator.web.tracker.FleetTracker when [web] tracks the fleet
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
@@ -142,6 +152,8 @@ class AggregatorService:
         self._start_log()
         self._store = open_store(cfg.store.url, schema=cfg.store.schema)
         self._restore_keys(self._store)
+        if self.models is not None:
+            self.models.start()  # a failed first refresh is logged; results are not flagged until one succeeds
         try:
             self._start_web()
         except Exception:
@@ -177,6 +189,8 @@ class AggregatorService:
                       timeout)
         if self._link is not None:
             self._link.stop()
+        if self.models is not None:
+            self.models.stop()
         self._stop_web()
         if self._store is not None:
             self._store.close()
@@ -200,10 +214,15 @@ class AggregatorService:
         with self._lock:
             c = dict(self._counts)
             rejected = dict(self._rejected)
+            clocks = dict(self._clock_states)
             devices = len(self._devices)
-        return AggregatorStats(rejected=rejected, queue_depth=self._queue.qsize(), devices=devices,
+        unlisted = self.unlisted_models()
+        c["unlisted_model_results"] = sum(unlisted.values())
+        return AggregatorStats(rejected=rejected, clock_states=clocks, queue_depth=self._queue.qsize(),
+                               devices=devices, unlisted_models=unlisted,
                                **{k: c.get(k, 0) for k in AggregatorStats.__dataclass_fields__
-                                  if k not in ("rejected", "queue_depth", "devices")})
+                                  if k not in ("rejected", "clock_states", "queue_depth", "devices",
+                                               "unlisted_models")})
 
     # ---- observers and the web page (aggregator.web, DESIGN §12) ---------------------------------------
 
@@ -247,7 +266,16 @@ class AggregatorService:
             raise ConfigError(self.config.source_file or "<config>", [(
                 "web.enabled", f"the web page needs the optional extra: pip install 'depin-edge-agent[web]' ({e})")]
             ) from e
-        self._web = WebServer(self, self.fleet, web, extra_routes=self._web_routes, nav=self._web_nav)
+        routes, nav = list(self._web_routes), list(self._web_nav)
+        if self.config.log.key_file:  # the transparency log, read-only, in C2SP tlog-tiles layout under /log
+            from starlette.routing import Mount  # noqa: PLC0415 - optional extra "web"
+
+            from aggregator.tlog.http import routes as log_routes  # noqa: PLC0415
+
+            self._log_store = open_store(self.config.store.url, schema=self.config.store.schema, create=False)
+            routes.append(Mount("/log", routes=log_routes(self._log_store)))
+            nav.append(("log checkpoint", "/log/checkpoint"))
+        self._web = WebServer(self, self.fleet, web, extra_routes=routes, nav=nav)
         self._web.start()
         log.info("web page at %s", self._web.url)
 
@@ -255,6 +283,9 @@ class AggregatorService:
         if self._web is not None:
             self._web.stop()
             self._web = None
+        if self._log_store is not None:
+            self._log_store.close()
+            self._log_store = None
         if self.fleet is not None:
             if self.fleet in self._observers:
                 self._observers.remove(self.fleet)
@@ -432,9 +463,12 @@ class AggregatorService:
                          "skew_flagged"):
                 c[name] += getattr(result, name)
             self._rejected.update(result.rejected)
+            self._clock_states.update(result.clock_states)
             for vr in verified:
                 self._devices.add(vr.device_id)
                 self._touched[vr.device_id] = now
+        if self.models is not None:
+            self._flag_unlisted(verified)
         for reason in ("epoch_regression",):
             if result.rejected.get(reason):
                 log.debug("%d record(s) rejected by the store: %s", result.rejected[reason], reason)
@@ -443,6 +477,41 @@ class AggregatorService:
             with self._lock:
                 self._counts["released"] += len(released)
             self._process([Inbound(r.topic, r.payload, 0, 0, r.retain, r.received_ms) for r in released])
+
+    def _flag_unlisted(self, verified: list[VerifiedRecord]) -> None:
+        """Count results per model digest; a digest the registry does not list wakes it for a refresh.
+
+        Whether a digest is flagged is decided against the latest verified list when asked (``stats()``), so
+        a release the devices saw a moment before the aggregator did is not flagged for good, and a revoked
+        version's results become unlisted."""
+        assert self.models is not None
+        new = []
+        with self._lock:
+            for vr in verified:
+                digest = vr.record.model_sha256
+                if vr.record.kind != "result" or digest is None:
+                    continue
+                h = bytes(digest).hex()
+                if h not in self._by_digest:
+                    if len(self._by_digest) >= MAX_TRACKED_DIGESTS:
+                        h = "other"
+                    else:
+                        new.append((vr.device_id, bytes(digest)))
+                self._by_digest[h] += 1
+        for device_id, digest in new:
+            if self.models.listed(digest) is False:
+                log.warning("results from model digest %s (first from device %s) are not a signed model target "
+                            "as of the last refresh; refreshing", digest.hex(), device_id)
+                self.models.wake()
+
+    def unlisted_models(self) -> dict[str, int]:
+        """Results per model digest that the latest verified list of signed targets does not hold."""
+        if self.models is None:
+            return {}
+        with self._lock:
+            counts = dict(self._by_digest)
+        return {h: n for h, n in counts.items()
+                if h == "other" or self.models.listed(bytes.fromhex(h)) is False}
 
     def _note_settled(self, result: BatchResult, birth: set[str]) -> None:
         """Feed the committed settled points to the receipt batcher."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ import cbor2
 from aggregator.errors import StoreError, StoreNotFound
 from aggregator.presence import Presence, PresenceEvent, apply_presence
 from aggregator.schema import (
+    CLOCK_COLUMNS,
+    CLOCK_NAMES,
     MIGRATIONS,
     SCHEMA_LOCK_KEY,
     SCHEMA_VERSION,
@@ -43,6 +46,7 @@ _DEVICE_COLS = "contiguous_seq, contiguous_epoch, max_seq, max_epoch, version, l
 _RECORD_COLS = ("device_id, seq, epoch, kind, stream, iat, capture_ms, clock_state, skew_flags, received_ms, "
                 "kid, model_sha256, input_sha256, record")
 _DETAIL_MAX = 300
+_ADD_COLUMN = re.compile(r"^\s*ALTER TABLE (\w+) ADD COLUMN (\w+)\b", re.IGNORECASE)
 LOG_LOCK_KEY = 0x6C6F67696E746772  # pg advisory lock of the log integrator ("logintgr")
 
 
@@ -67,6 +71,7 @@ class _Delta:
     gap_seqs: int = 0
     policy_gap_seqs: int = 0
     skew_flagged: int = 0
+    clock: Counter[int] = field(default_factory=Counter)  # stored records by declared clock state
     last_seen_ms: int = 0
     kid: str | None = None
     online: int | None = None
@@ -85,6 +90,7 @@ class BatchResult:
     gap_seqs: int = 0
     policy_gap_seqs: int = 0
     skew_flagged: int = 0
+    clock_states: Counter[str] = field(default_factory=Counter)  # stored records by clock state name
     rejected: Counter[str] = field(default_factory=Counter)
     acks: dict[str, tuple[int, int]] = field(default_factory=dict)
     force_ack: set[str] = field(default_factory=set)  # duplicates seen: re-send the ack even if unchanged
@@ -100,6 +106,7 @@ class LogEntry:
     device_id: str
     seq: int
     record: bytes
+    epoch: int = 0  # filled where the caller needs it (receipts)
 
 
 @dataclass(frozen=True)
@@ -188,11 +195,11 @@ class Store:
             current = int(row[0]) if row is not None else None
             for version in migration_plan(current):
                 for stmt in MIGRATIONS[version]:
-                    self._exec(stmt)
-            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
-                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+                    self._migrate(stmt)
             for stmt in log_indexes():
                 self._exec(stmt)
+            self._exec("INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             self._commit()
         except SchemaVersionError as e:
             self._rollback()
@@ -200,6 +207,20 @@ class Store:
         except Exception as e:
             self._rollback()
             raise StoreError(f"{self.where}: cannot create the schema: {e}") from e
+
+    def _migrate(self, stmt: str) -> None:
+        """One migration statement. ``ADD COLUMN`` is skipped where ``ddl()`` already made the column (a table
+        the old store lacked is created in the latest layout), so each step is idempotent."""
+        m = _ADD_COLUMN.match(stmt)
+        if m is not None and self._has_column(m.group(1), m.group(2)):
+            return
+        self._exec(stmt)
+
+    def _has_column(self, table: str, column: str) -> bool:
+        if self.dialect == "postgresql":
+            return self._exec("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                              "AND table_name = ? AND column_name = ?", (table, column)).fetchone() is not None
+        return any(r[1] == column for r in self._exec(f"PRAGMA table_info({table})").fetchall())
 
     def _has_meta(self) -> bool:
         if self.dialect == "postgresql":
@@ -283,6 +304,7 @@ class Store:
                     delta.gap_seqs += decision.gap_opened
                 if vr.skew_flags & (SKEW_FUTURE | SKEW_PAST):
                     delta.skew_flagged += 1
+                delta.clock[vr.record.clock_state] += 1  # separately: an unsynced clock is not (yet) skew
                 if vr.gap is not None:
                     g = vr.gap
                     self._exec("INSERT INTO gaps (device_id, record_seq, first_seq, last_seq, count, bytes, reason, "
@@ -294,6 +316,7 @@ class Store:
                     self._save_key(vr)
                 if vr.record.kind in (labels.KIND_STATUS, labels.KIND_TELEMETRY):
                     self._note_low_water(vr, book)
+                    self._note_log_size(vr)
             result.equivocations += self._check_equivocation(second_copies)
             self._settle_rejects(settling, books, result)
             for device_id in {e.device_id for e in presence}:
@@ -309,6 +332,7 @@ class Store:
                 for name in ("stored", "duplicates", "reorders", "gaps_opened", "gap_seqs", "policy_gap_seqs",
                              "skew_flagged"):
                     setattr(result, name, getattr(result, name) + getattr(delta, name))
+                result.clock_states.update({CLOCK_NAMES[k]: n for k, n in delta.clock.items()})
             self._count_rejects(all_rejects)
             self._commit()
         except Exception as e:
@@ -337,6 +361,20 @@ class Store:
                    "ON CONFLICT (device_id) DO UPDATE SET low_water = excluded.low_water, epoch = excluded.epoch, "
                    "received_ms = excluded.received_ms WHERE excluded.low_water > m.low_water",
                    (vr.device_id, low, vr.epoch, vr.received_ms))
+
+    def _note_log_size(self, vr: VerifiedRecord) -> None:
+        """The newest log checkpoint size the device verified (birth ``log_size``, telemetry
+        ``receipts.log_size``): its next receipt's consistency proof starts there (DESIGN §9)."""
+        try:
+            doc = vr.record.payload()
+        except Exception:
+            return
+        size = doc.get("log_size") if vr.record.kind == labels.KIND_STATUS else \
+            (doc.get("receipts") or {}).get("log_size") if isinstance(doc.get("receipts"), dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size < 2**63:
+            return
+        self._exec("INSERT INTO log_receipts (device_id, size) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE "
+                   "SET size = excluded.size", (vr.device_id, size))
 
     def _settle_rejects(self, settling: Sequence[RejectEvent], books: dict[str, DeviceBook],
                         result: BatchResult) -> None:
@@ -438,10 +476,12 @@ class Store:
             "last_seen_ms = ?, online = COALESCE(?, online), status_ms = COALESCE(?, status_ms), "
             "stored = stored + ?, duplicates = duplicates + ?, reorders = reorders + ?, "
             "gaps_opened = gaps_opened + ?, gap_seqs = gap_seqs + ?, policy_gap_seqs = policy_gap_seqs + ?, "
-            "skew_flagged = skew_flagged + ? WHERE device_id = ?",
+            "skew_flagged = skew_flagged + ?, clock_unsynced = clock_unsynced + ?, clock_ntp = clock_ntp + ?, "
+            "clock_gnss = clock_gnss + ? WHERE device_id = ?",
             (book.contiguous, book.contiguous_epoch, book.max_seq, book.max_epoch, d.kid,
              d.last_seen_ms or d.status_ms, d.last_seen_ms or d.status_ms, d.online, d.status_ms, d.stored,
-             d.duplicates, d.reorders, d.gaps_opened, d.gap_seqs, d.policy_gap_seqs, d.skew_flagged, device_id))
+             d.duplicates, d.reorders, d.gaps_opened, d.gap_seqs, d.policy_gap_seqs, d.skew_flagged,
+             *(d.clock[state] for state in CLOCK_COLUMNS), device_id))
 
     def _count_rejects(self, rejects: Iterable[RejectEvent]) -> None:
         agg: dict[tuple[str, str], list[Any]] = {}
@@ -505,10 +545,20 @@ class Store:
         if self.dialect == "postgresql":
             self._conn.rollback()  # end the implicit read transaction so we see other workers' commits
 
+    def model_digest_counts(self) -> list[tuple[str, bytes, int]]:
+        """Stored results per (device, model digest): what ``edge-aggregator models`` checks against the
+        signed model targets (aggregator.model_registry)."""
+        rows = self._exec("SELECT device_id, model_sha256, COUNT(*) FROM records WHERE kind = 'result' "
+                          "AND model_sha256 IS NOT NULL GROUP BY device_id, model_sha256 "
+                          "ORDER BY device_id").fetchall()
+        self._end_read()
+        return [(str(d), bytes(m), int(n)) for d, m, n in rows]
+
     def device_stats(self) -> list[dict[str, Any]]:
         """Per device: sequence state, counters, missing seqs, rejects by reason."""
         cols = ("device_id, contiguous_seq, contiguous_epoch, max_seq, max_epoch, kid, first_seen_ms, last_seen_ms, "
-                "online, status_ms, stored, duplicates, reorders, gaps_opened, gap_seqs, policy_gap_seqs, skew_flagged")
+                "online, status_ms, stored, duplicates, reorders, gaps_opened, gap_seqs, policy_gap_seqs, "
+                "skew_flagged, " + ", ".join(CLOCK_COLUMNS.values()))
         names = [c.strip() for c in cols.split(",")]
         devices = [dict(zip(names, row, strict=True)) for row in
                    self._exec(f"SELECT {cols} FROM devices ORDER BY device_id").fetchall()]  # noqa: S608
@@ -522,6 +572,7 @@ class Store:
         for dev in devices:
             book = self._load_book(dev["device_id"], dev["contiguous_seq"], dev["contiguous_epoch"], dev["max_seq"],
                                    dev["max_epoch"])
+            dev["clock_states"] = {CLOCK_NAMES[k]: int(dev.pop(c)) for k, c in CLOCK_COLUMNS.items()}
             dev["missing"] = book.missing()
             dev["rejects"] = rejects.pop(dev["device_id"], {})
             dev["equivocations"] = equivocations.get(dev["device_id"], 0)
@@ -532,7 +583,7 @@ class Store:
         return devices
 
     def export(self, since_ms: int = 0, device_id: str | None = None, kind: str | None = None,
-               limit: int | None = None) -> Iterator[dict[str, Any]]:
+               limit: int | None = None) -> Generator[dict[str, Any], None, None]:
         """Stored records received at or after ``since_ms``, oldest first, with the verbatim record bytes."""
         sql = f"SELECT {_RECORD_COLS} FROM records WHERE received_ms >= ?"  # noqa: S608 - values are bound
         params: list[Any] = [since_ms]
@@ -598,18 +649,21 @@ class Store:
                            "ON CONFLICT (id) DO NOTHING", (EMPTY_ROOT, now_ms))
                 row = self._exec(f"SELECT size FROM log_state WHERE id = 1{lock}").fetchone()  # noqa: S608
             size = int(row[0])
-            order = "rowid" if self.dialect == "sqlite" else "received_ms, device_id, seq"
-            pending = self._exec(f"SELECT device_id, seq, record FROM records WHERE log_index IS NULL "  # noqa: S608
+            # SQLite: rowid order is commit order (one writer), and the rowid is the cheapest way back to the row
+            key, order = (("rowid", "rowid") if self.dialect == "sqlite" else
+                          ("device_id, seq", "received_ms, device_id, seq"))
+            pending = self._exec(f"SELECT record, {key} FROM records WHERE log_index IS NULL "  # noqa: S608
                                  f"ORDER BY {order} LIMIT {int(max_entries)}").fetchall()
             if not pending:
                 self._commit()
                 return builder, None
             if builder is None or builder.size != size:
                 builder = TileBuilder.resume(size, self._read_tiles([(lv, ix) for lv, ix, _ in partial_tiles(size)]))
-            builder.extend(leaf_hash(bytes(rec)) for _, _, rec in pending)
+            builder.extend(leaf_hash(bytes(row[0])) for row in pending)
             cur = self._conn.cursor()
-            cur.executemany(self._q("UPDATE records SET log_index = ? WHERE device_id = ? AND seq = ?"),
-                            [(size + i, d, q) for i, (d, q, _) in enumerate(pending)])
+            where = "rowid = ?" if self.dialect == "sqlite" else "device_id = ? AND seq = ?"
+            cur.executemany(self._q(f"UPDATE records SET log_index = ? WHERE {where}"),  # noqa: S608
+                            [(size + i, *row[1:]) for i, row in enumerate(pending)])
             cur.executemany(self._q("INSERT INTO log_tiles (level, idx, width, nodes) VALUES (?,?,?,?) "
                                     "ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, "
                                     "nodes = excluded.nodes"),
@@ -666,12 +720,12 @@ class Store:
 
     def log_newest_stored(self, device_id: str, max_seq: int) -> LogEntry | None:
         """The device's newest stored record with seq <= ``max_seq`` (index -1 while not integrated)."""
-        row = self._exec("SELECT log_index, seq, record FROM records WHERE device_id = ? AND seq <= ? "
+        row = self._exec("SELECT log_index, seq, record, epoch FROM records WHERE device_id = ? AND seq <= ? "
                          "ORDER BY seq DESC LIMIT 1", (device_id, max_seq)).fetchone()
         self._end_read()
         if row is None:
             return None
-        return LogEntry(-1 if row[0] is None else int(row[0]), device_id, int(row[1]), bytes(row[2]))
+        return LogEntry(-1 if row[0] is None else int(row[0]), device_id, int(row[1]), bytes(row[2]), int(row[3]))
 
     def log_save_checkpoint(self, cp: SavedCheckpoint, keep: int = 1000) -> None:
         """Keep a signed checkpoint (and only the latest ``keep`` of them)."""

@@ -58,7 +58,7 @@ def _device_records(args: tuple[Path, str, int, int]) -> list[bytes]:
 
 def make_log(size: int) -> tuple[Path, str, Path]:
     """A log of ``size`` entries as tlog-tiles files (cached): (folder, verifier key, fleet CA file)."""
-    from aggregator.ledger import _note as note
+    from envelope.note import NoteSigner, sign_note
     from provisioning import SoftwareSigner, write_private_key
     from tests.support.pki import make_fleet
     from tests.support.tlog_static import write_log
@@ -81,8 +81,9 @@ def make_log(size: int) -> tuple[Path, str, Path]:
             entries += [rs[k] for rs in per_device if k < len(rs)]
         key = SoftwareSigner.generate("ed25519")
         write_private_key(base / "log.key", key.private_key)
-        write_log(base / "log", entries, note.signer(ORIGIN, key), ORIGIN)
-        (base / "log.vkey").write_text(note.verifier_key(ORIGIN, key.public_key()))  # type: ignore[arg-type]
+        signer = NoteSigner(ORIGIN, key.private_key)  # type: ignore[arg-type]
+        write_log(base / "log", entries, lambda text: sign_note(text, [signer]).decode(), ORIGIN)
+        (base / "log.vkey").write_text(signer.vkey)
         shutil.copy(fleet.ca_cert, base / "ca.crt")
         done.write_text(str(len(entries)))
     return base / "log", (base / "log.vkey").read_text(), base / "ca.crt"

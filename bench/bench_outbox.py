@@ -24,7 +24,7 @@ from typing import Any
 from bench.common import broker, child_main, fmt, median, row, spread, tempdir, write_agent_config
 
 RATE = 500.0
-B6_GOAL = 5000.0
+B6_GOAL = 20000.0
 
 
 def _ro(path: Path) -> sqlite3.Connection:

@@ -2,7 +2,7 @@
 
     python -m bench                 # full run (≈ 10 min), rewrites docs/benchmarks.md
     python -m bench --quick         # < 3 min, prints only (add --write to rewrite the doc anyway)
-    python -m bench --only B2,B5    # a subset (never rewrites the doc unless --write)
+    python -m bench --only B2,B5    # a subset (never rewrites the doc unless --write); --only R2: round 2 only
     python -m bench --long          # B3 with the issue's 10-minute steady period
     python -m bench --soak 3600     # the hour-long soak (bench/soak.py); --write records it in the doc
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -57,7 +58,16 @@ SUITE: list[tuple[tuple[str, ...], str, str]] = [
     (("B8",), "bench_aggregator", "run"),
     (("B9",), "bench_frames", "run"),
     (("E",), "bench_envelope", "run"),
-]
+]  # the round-2 modules (log, web, updates, receipts, ledger) run once, in their own table: ROUND2
+# Round 2 (issues 10-14): one module per feature, each with its own goals. Run in this fixed order after the
+# round-1 suite; a module that is not in the tree yet (another branch) is skipped silently, not reported.
+ROUND2: tuple[tuple[str, str], ...] = (
+    ("bench_receipts", "receipt seal / check cost, B8 with and without receipts (issue 10)"),
+    ("bench_tlog", "transparency log: append rate, proof time, audit rate (issue 11)"),
+    ("bench_ledger", "contribution ledger (issue 11)"),
+    ("bench_updates", "model swap gap (issue 14)"),
+    ("bench_web", "dashboard render p95 (issue 13)"),
+)
 PACKAGES = ("ai-edge-litert", "numpy", "paho-mqtt", "cryptography", "cbor2", "psutil", "psycopg")
 
 _GOAL_RE = re.compile(r"(≥|>=|≤|<=|<|>)\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
@@ -189,13 +199,39 @@ def run_suite(quick: bool, only: set[str] | None, long: bool) -> list[dict[str, 
     return rows
 
 
+def round2_modules() -> list[str]:
+    """The round-2 bench modules present in this tree, in ``ROUND2`` order."""
+    return [m for m, _ in ROUND2 if importlib.util.find_spec(f"bench.{m}") is not None]
+
+
+def run_round2(quick: bool, only: set[str] | None) -> list[dict[str, Any]]:
+    """Rows of every round-2 module present (``run(quick)``); a failing one becomes a "skipped" row."""
+    rows: list[dict[str, Any]] = []
+    if only and not (only & {"R2", "ROUND2"}):
+        return rows
+    for module in round2_modules():
+        t0 = time.monotonic()
+        print(f"[bench] {module}.run (round 2) ...", file=sys.stderr, flush=True)
+        try:
+            got = importlib.import_module(f"bench.{module}").run(quick)
+        except Exception as e:  # one broken benchmark must not hide the others
+            traceback.print_exc(file=sys.stderr)
+            rows.append(_skipped(("R2",), module, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"))
+            continue
+        rows.extend(got)
+        print(f"[bench] {module}.run done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
 def _skipped(ids: tuple[str, ...], module: str, why: str) -> dict[str, Any]:
     return {"id": "/".join(ids), "name": f"bench/{module}.py", "value": None, "unit": "", "baseline": None,
             "ratio": None, "goal": None, "skipped": True, "note": f"skipped: {why}"}
 
 
-def write_doc(rows: list[dict[str, Any]], command: str, started: str, took_s: float, load: tuple[str, str]) -> None:
+def write_doc(rows: list[dict[str, Any]], command: str, started: str, took_s: float, load: tuple[str, str],
+              round2: list[dict[str, Any]] | None = None) -> None:
     m = machine()
+    r2 = ["", "### Round 2 (receipts, log, ledger, updates, web)", "", markdown_table(round2)] if round2 else []
     block = "\n".join([
         BEGIN,
         "",
@@ -208,6 +244,7 @@ def write_doc(rows: list[dict[str, Any]], command: str, started: str, took_s: fl
         f"- Packages: {m['packages']}",
         "",
         markdown_table(rows),
+        *r2,
         "",
         END,
     ])
@@ -246,12 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     load_start = _load()
     t0 = time.monotonic()
     rows = run_suite(args.quick, only, args.long)
+    round2 = run_round2(args.quick, only)
     took = time.monotonic() - t0
     print()
     print_table(rows)
-    print(f"\n{len(rows)} rows in {took:.0f} s; load average {load_start} -> {_load()}")
+    if round2:
+        print("\nround 2")
+        print_table(round2)
+    print(f"\n{len(rows) + len(round2)} rows in {took:.0f} s; load average {load_start} -> {_load()}")
     if args.write or (not args.quick and only is None):
-        write_doc(rows, command, started, took, (load_start, _load()))
+        write_doc(rows, command, started, took, (load_start, _load()), round2)
         print(f"wrote {DOC.relative_to(REPO)}")
     return 0
 

@@ -62,7 +62,7 @@ def _sites(snap: tracemalloc.Snapshot) -> list[list[Any]]:
     for st in snap.statistics("traceback"):
         if st.size < SITE_MIN_BYTES:
             break  # sorted by size, biggest first
-        frames = [f"{_short(fr.filename)}:{fr.lineno}" for fr in st.traceback]
+        frames = [f"{_short(fr.filename)}:{fr.lineno}" for fr in reversed(st.traceback)]  # innermost first
         out.append([st.size, st.count, frames])
     return out
 
@@ -323,10 +323,13 @@ def _analyse(seconds: float, interval: float, elapsed: float, samples: list[dict
     fit = [s for s in samples if s["t"] >= t_fit]
     ts = [s["t"] for s in fit]
     tail = samples[-max(1, len(samples) // 10):]
+    half = [s for s in samples if s["t"] >= seconds / 2]
     procs: dict[str, Any] = {}
     for name in ("plain", "traced", "aggregator"):
         procs[name] = {
             "slope": {k: slope_per_hour(ts, [s[name][k] for s in fit]) for k in ("rss", "pss", "uss")},
+            "slope_half": {k: slope_per_hour([s["t"] for s in half], [s[name][k] for s in half])
+                           for k in ("rss", "pss", "uss")},
             "steady": {k: sorted(s[name][k] for s in tail)[len(tail) // 2] for k in ("rss", "pss", "uss")},
             "first": samples[0][name], "last": samples[-1][name],
         }
@@ -358,6 +361,7 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
             "rss": round(p["steady"]["rss"], 2), "pss": round(p["steady"]["pss"], 2),
             "uss": round(p["steady"]["uss"], 2), "rss_mb_h": round(p["slope"]["rss"], 3),
             "pss_mb_h": round(p["slope"]["pss"], 3), "uss_mb_h": round(p["slope"]["uss"], 3),
+            "rss_mb_h_half": round(p.get("slope_half", p["slope"])["rss"], 3),
             "traced_heap_mb_h": round(res["traced"]["heap_mb_h"], 3), "rate": round(res["rate"], 2),
             "acked": ob.get("acked_seq"), "last_seq": ob.get("last_seq"), "depth": ob.get("depth"),
             "receipts_traced": ag.get("receipts"), "receipts_invalid_traced": ag.get("receipts_invalid")}
@@ -374,13 +378,15 @@ def report_lines(res: dict[str, Any]) -> list[str]:
         f"the last {fmt(fit_min)} min (5/6 of the run). `agent` is `python -m agent run` as shipped; `traced` "
         "is the same agent under tracemalloc (4 frames), there to name allocation sites.",
         "",
-        "| process | RSS | slope | PSS | slope | USS | slope |",
-        "|---|---|---|---|---|---|---|",
+        "| process | RSS | slope | PSS | slope | USS | slope | RSS slope, last half only |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, label in (("plain", "agent"), ("traced", "traced agent"), ("aggregator", "aggregator")):
         st, sl = pr[name]["steady"], pr[name]["slope"]
+        sh = pr[name].get("slope_half")
         out.append(f"| {label} | {fmt(st['rss'])} MB | {sl['rss']:+.2f} MB/h | {fmt(st['pss'])} MB | "
-                   f"{sl['pss']:+.2f} MB/h | {fmt(st['uss'])} MB | {sl['uss']:+.2f} MB/h |")
+                   f"{sl['pss']:+.2f} MB/h | {fmt(st['uss'])} MB | {sl['uss']:+.2f} MB/h | "
+                   + (f"{sh['rss']:+.2f} MB/h |" if sh else "— |"))
     out += [
         "",
         f"Traced agent: Python heap {fmt(tr['heap_mb'])} MB at the end, slope {tr['heap_mb_h']:+.2f} MB/h; "
@@ -436,6 +442,10 @@ def main(seconds: float, write: bool, command: str, save: str | None = None, loa
     if load:
         res = json.loads(Path(load).read_text())
         command = res.get("command", command)
+        half = [s for s in res["samples"] if s["t"] >= res["seconds"] / 2]
+        for name, p in res["procs"].items():  # results saved before the half-run slope existed
+            p.setdefault("slope_half", {k: slope_per_hour([s["t"] for s in half], [s[name][k] for s in half])
+                                        for k in ("rss", "pss", "uss")})
     else:
         res = soak(seconds)
         res["command"] = command

@@ -73,6 +73,10 @@ def perfect_nodes(start: int, end: int) -> list[tuple[int, int]]:
     """
     if not is_valid_subtree(start, end):
         raise ValueError(f"[{start}, {end}) is not a subtree")
+    return _perfect_nodes(start, end)
+
+
+def _perfect_nodes(start: int, end: int) -> list[tuple[int, int]]:
     out = []
     pos, width = start, end - start
     while width:
@@ -86,6 +90,10 @@ def perfect_nodes(start: int, end: int) -> list[tuple[int, int]]:
 def range_hash(start: int, end: int, node: NodeReader) -> bytes:
     """MTH(D[start:end]) of a subtree from the perfect nodes that make it up."""
     nodes = perfect_nodes(start, end)
+    return _fold(nodes, node)
+
+
+def _fold(nodes: list[tuple[int, int]], node: NodeReader) -> bytes:
     if not nodes:
         return EMPTY_ROOT
     h = node(*nodes[-1])
@@ -147,18 +155,43 @@ def consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
 
 
 def hashes_for(ranges: Iterable[tuple[int, int]], node: NodeReader) -> list[bytes]:
-    """The proof: the hash of each range, from the perfect nodes ``node`` returns."""
-    return [range_hash(lo, hi, node) for lo, hi in ranges]
+    """The proof: the hash of each range, from the perfect nodes ``node`` returns (ranges from the functions
+    above, which are subtrees by construction)."""
+    return [node((hi - lo).bit_length() - 1, lo >> ((hi - lo).bit_length() - 1)) if (hi - lo) & (hi - lo - 1) == 0
+            else _fold(_perfect_nodes(lo, hi), node) for lo, hi in ranges]
+
+
+def _path_hashes(pos: int, level: int, size: int, node: NodeReader, out: list[bytes]) -> list[bytes]:
+    """``hashes_for(_path_ranges(...))`` without the intermediate list: the hot loop of every receipt."""
+    while (size - 1) >> level:
+        lo = (pos ^ 1) << level
+        if lo < size:
+            hi = lo + (1 << level)
+            out.append(node(level, pos ^ 1) if hi <= size else _fold(_perfect_nodes(lo, size), node))
+        pos >>= 1
+        level += 1
+    return out
 
 
 def inclusion_proof(index: int, size: int, node: NodeReader) -> list[bytes]:
     """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size``; O(log n) calls to ``node``."""
-    return hashes_for(inclusion_ranges(index, size), node)
+    if not 0 <= index < size <= MAX_SIZE:
+        raise ValueError(f"leaf {index} is not in a tree of size {size}")
+    return _path_hashes(index, 0, size, node, [])
 
 
 def consistency_proof(size1: int, size2: int, node: NodeReader) -> list[bytes]:
     """RFC 9162 consistency proof from ``size1`` to ``size2``; O(log n) calls to ``node``."""
-    return hashes_for(consistency_ranges(size1, size2), node)
+    if not 0 < size1 <= size2 <= MAX_SIZE:
+        raise ValueError(f"no consistency proof from size {size1} to {size2}")
+    if size1 == size2:
+        return []
+    h = (size1 - 1).bit_length()
+    if size1 == 1 << h:
+        return _path_hashes(0, h, size2, node, [])
+    shift = (size1 & -size1).bit_length() - 1
+    first = node(shift, (size1 >> shift) - 1)  # the rightmost perfect node of [0, size1)
+    return _path_hashes((size1 - 1) >> shift, shift, size2, node, [first])
 
 
 def subtree_inclusion_proof(index: int, start: int, end: int, node: NodeReader) -> list[bytes]:
@@ -428,6 +461,10 @@ class StoredTile:
     index: int
     width: int
     data: bytes
+    offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "offsets", tuple(row_offsets(self.width)))
 
     def row0(self, width: int | None = None) -> bytes:
         """The served tile: the first ``width`` hashes of row 0 (a prefix is the tile at an earlier size)."""
@@ -440,7 +477,7 @@ class StoredTile:
         """The hash at ``offset`` of ``row``; ``IndexError`` when the tile does not hold it (yet)."""
         if not 0 <= offset < self.width >> row:
             raise IndexError(f"tile {self.level}/{self.index} (width {self.width}) has no node {row}/{offset}")
-        pos = row_offsets(self.width)[row] + offset * HASH_SIZE
+        pos = self.offsets[row] + offset * HASH_SIZE
         return self.data[pos: pos + HASH_SIZE]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from provisioning.cliutil import run_main
 from provisioning.errors import InvalidInput, ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,30 @@ def _env_path(name: str, default: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (handlers bound via ``set_defaults(func=...)``)."""
-    from provisioning import cli_aggregator, cli_ca, cli_device  # noqa: PLC0415 - keeps import of main cheap
+    from provisioning import (  # noqa: PLC0415 - keeps main cheap
+        cli_aggregator,
+        cli_ca,
+        cli_device,
+        cli_log,
+        cli_models,
+    )
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON object on stdout instead of text")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress")
 
+    # The same option objects are shared by every level (parents copy references), and every level may see
+    # them: their default stays SUPPRESS so a subcommand's parser never overwrites a value given before it
+    # (``--json ca crl`` as well as ``ca crl --json``); ``parse`` fills in False afterwards.
     p = argparse.ArgumentParser(
         prog="edge-provision",
-        description="Device keys, fleet CA, certificates, revocation and broker config (docs/provisioning.md).",
+        description="Device keys, fleet CA, certificates, revocation, broker config (docs/provisioning.md) and the "
+                    "signed model repository (docs/model-updates.md).",
         parents=[common],
     )
-    p.set_defaults(json=False, verbose=False)
-    top = p.add_subparsers(dest="group", required=True, metavar="{ca,device,aggregator,fleet,broker-config}")
+    top = p.add_subparsers(dest="group", required=True,
+                           metavar="{ca,device,aggregator,log,fleet,models,broker-config}")
 
     ca_dir = argparse.ArgumentParser(add_help=False)
     ca_dir.add_argument("--ca-dir", type=Path, default=_env_path("EDGE_PROVISION_CA_DIR", "fleet-ca"),
@@ -94,24 +105,46 @@ def build_parser() -> argparse.ArgumentParser:
     aggs = agg.add_subparsers(dest="cmd", required=True)
     cli_aggregator.add_aggregator_commands(aggs, [common])
 
+    lg = top.add_parser("log", help="the transparency log's signing key (operator)", parents=[common])
+    lgs = lg.add_subparsers(dest="cmd", required=True)
+    cli_log.add_log_commands(lgs, [common])
+
     fleet = top.add_parser("fleet", help="bulk enrollment (fleet installer)", parents=[common])
     fleets = fleet.add_subparsers(dest="cmd", required=True)
     cli_ca.add_fleet_commands(fleets, [common, ca_dir])
+
+    models = top.add_parser("models", help="the signed model repository (release operator)", parents=[common])
+    modelss = models.add_subparsers(dest="cmd", required=True)
+    cli_models.add_models_commands(modelss, [common])
 
     cli_ca.add_broker_command(top, [common, ca_dir])
     return p
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; the global flags are False unless given at any level."""
+    args = build_parser().parse_args(argv)
+    for flag in ("json", "verbose"):
+        if not hasattr(args, flag):
+            setattr(args, flag, False)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``edge-provision``; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of ``edge-provision``; returns the exit code (141, quietly, when stdout's reader left)."""
+    return run_main(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     out = Output(args.json)
     func: Handler = args.func
     try:
         result = func(args, out)
+    except BrokenPipeError:
+        raise  # run_main: exit 141 quietly
     except (ProvisioningError, OSError) as e:
         code = EXIT_INPUT if isinstance(e, InvalidInput) else EXIT_FAIL
         msg = str(e) if isinstance(e, ProvisioningError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")

@@ -27,7 +27,14 @@ from provisioning.chain import verify_chain
 from provisioning.cli import EXIT_FAIL, Output
 from provisioning.csr import build_csr, claim_code, csr_pem, validate_fleet_name
 from provisioning.device_id import validate_device_id
-from provisioning.errors import CaStateError, InvalidDeviceId, InvalidInput, KeyStoreError, ProvisioningError
+from provisioning.errors import (
+    CaStateError,
+    InvalidDeviceId,
+    InvalidInput,
+    KeyStoreError,
+    NotFound,
+    ProvisioningError,
+)
 from provisioning.fsutil import atomic_write
 from provisioning.key_uri import parse_key_uri
 from provisioning.signers import close_signer, create_key, key_exists, key_tier, open_signer
@@ -155,6 +162,9 @@ def cmd_install_cert(args: argparse.Namespace, out: Output) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     folder: Path = args.dir
+    if not AggregatorState.path(folder).exists():
+        raise NotFound(f"no aggregator identity at {AggregatorState.path(folder)}: run `edge-provision aggregator "
+                       "init`, or give --dir")
     st = AggregatorState.load(folder)
     problems: list[str] = []
     result: dict[str, Any] = {"aggregator_id": st.aggregator_id, "fleet": st.fleet, "key_uri": st.key_uri,

@@ -17,10 +17,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from envelope import kid_for
+from provisioning.agent_config_check import DeviceFacts, check_agent_config
 from provisioning.certs import fingerprint, fleet_of_ca, load_certificates, pem
-from provisioning.cli import Output
+from provisioning.cli import EXIT_FAIL, Output
 from provisioning.csr import build_csr, claim_code, csr_pem, validate_fleet_name
-from provisioning.device_id import resolve_device_id
+from provisioning.device_id import persist_device_id, resolve_device_id
 from provisioning.device_state import (
     DEFAULT_CA_CERT,
     DeviceState,
@@ -29,9 +30,16 @@ from provisioning.device_state import (
     csr_path,
     default_key_uri,
 )
-from provisioning.errors import CaStateError, InvalidDeviceId, InvalidInput, KeyStoreError, ProvisioningError
+from provisioning.errors import (
+    CaStateError,
+    InvalidDeviceId,
+    InvalidInput,
+    KeyStoreError,
+    NotFound,
+    ProvisioningError,
+)
 from provisioning.fsutil import atomic_write
-from provisioning.key_uri import FileKeyUri, parse_key_uri
+from provisioning.key_uri import parse_key_uri
 from provisioning.signers import (
     close_signer,
     create_key,
@@ -109,6 +117,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> dict[str, Any]:
                             "(use `edge-provision device rotate`)")
     ident = resolve_device_id(state_dir, override=args.device_id, root=args.sysroot)
     state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    persist_device_id(state_dir, ident.device_id)  # an override too: the agent's device_id_file reads it
     csr, kid, code = _make_key_and_csr(key_uri, args.key_type, ident.device_id, fleet)
     atomic_write(csr_path(state_dir), csr)
     if anchors:
@@ -182,21 +191,11 @@ def cmd_install_cert(args: argparse.Namespace, out: Output) -> dict[str, Any]:
 # --- status -------------------------------------------------------------------------------------------------
 
 
-def _agent_config(path: Path) -> dict[str, Any] | None:
-    try:
-        with path.open("rb") as f:
-            doc: dict[str, Any] = tomllib.load(f)
-            return doc
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-
-
-def _same(a: str | None, b: Path | str) -> bool:
-    return a is not None and os.path.realpath(a) == os.path.realpath(str(b))
-
-
 def cmd_status(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     state_dir: Path = args.state_dir
+    if not DeviceState.path(state_dir).exists():
+        raise NotFound(f"no device state at {DeviceState.path(state_dir)}: this device is not provisioned yet "
+                       "(run `edge-provision device init`), or give --state-dir")
     st = DeviceState.load(state_dir)
     problems: list[str] = []
     now = _now()
@@ -223,6 +222,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> dict[str, Any]:
                 "cn": str(cn[0].value) if cn else None, "serial": format(leaf.serial_number, "x"),
                 "not_after": leaf.not_valid_after_utc.isoformat(), "days_left": round(days_left, 1),
                 "matches_key": kid is not None and kid_for(leaf.public_key()).hex() == kid,  # type: ignore[arg-type]
+                "fingerprint": fingerprint(leaf),
             }
             if days_left < 0:
                 problems.append("certificate has expired: rotate the key (`device rotate`) and get a new one")
@@ -245,21 +245,8 @@ def cmd_status(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     if st.pending_key_uri:
         problems.append(f"rotation pending: install the certificate for {csr_path(state_dir, pending=True)}")
     cfg_path: Path = args.config or DEFAULT_AGENT_CONFIG
-    cfg = _agent_config(cfg_path)
-    agent: dict[str, Any] = {"config": str(cfg_path), "readable": cfg is not None}
-    if cfg is not None:
-        mqtt = cfg.get("mqtt", {}) if isinstance(cfg.get("mqtt"), dict) else {}
-        key_path = parse_key_uri(st.key_uri)
-        agent["key_uri"] = cfg.get("key_uri") == st.key_uri
-        agent["device_id"] = cfg.get("device_id") == st.device_id
-        agent["cert_file"] = _same(mqtt.get("cert_file"), certp)
-        agent["key_file"] = (_same(mqtt.get("key_file"), key_path.path) if isinstance(key_path, FileKeyUri)
-                             else mqtt.get("key_file") is not None)
-        agent["ca_file"] = mqtt.get("ca_file") is not None and (
-            _same(mqtt.get("ca_file"), cap) or _same(mqtt.get("ca_file"), DEFAULT_CA_CERT))
-        for name in ("key_uri", "device_id", "cert_file", "key_file", "ca_file"):
-            if not agent[name]:
-                problems.append(f"agent config {cfg_path}: {name} does not point at this device's {name}")
+    agent = _check_agent(cfg_path, explicit=args.config is not None, st=st, state_dir=state_dir,
+                         leaf=result["cert"], problems=problems)
     result["agent_config"] = agent
     result["problems"] = problems
     result["healthy"] = not problems
@@ -269,12 +256,59 @@ def cmd_status(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     out.say(f"cert       {c['cn']} serial {c['serial']}, expires {c['not_after']} ({c['days_left']} days)"
             if c else "cert       none")
     out.say(f"fleet CA   {result['ca_fingerprint'] or 'not installed'}")
-    out.say(f"agent cfg  {cfg_path}: " + ("not readable" if cfg is None else
-                                          ", ".join(f"{k} {'ok' if agent[k] else 'NOT SET'}" for k in
-                                                    ("key_uri", "cert_file", "key_file", "ca_file"))))
+    out.say(f"agent cfg  {cfg_path}" + ("" if agent["readable"] else ": not readable"))
+    for c in agent["checks"]:
+        out.say(f"  {c['name']:<12} {c['detail']}")
     for p in problems:
         out.say(f"  ! {p}")
+    if problems:
+        out.exit_code = EXIT_FAIL
     return result
+
+
+def _fingerprints(path: Path) -> list[str] | None:
+    try:
+        return [fingerprint(c) for c in load_certificates(path.read_bytes(), source=str(path))]
+    except (OSError, InvalidInput):
+        return None
+
+
+def _first_line(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _check_agent(cfg_path: Path, *, explicit: bool, st: DeviceState, state_dir: Path, leaf: dict[str, Any] | None,
+                 problems: list[str]) -> dict[str, Any]:
+    """The agent-config part of ``device status``: one entry per check, problems appended."""
+    agent: dict[str, Any] = {"config": str(cfg_path), "readable": False, "checks": []}
+    try:
+        with cfg_path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise NotFound(f"agent config {cfg_path} does not exist") from None
+        problems.append(f"no agent config at {cfg_path}: the agent cannot start (give --config if it is elsewhere)")
+        return agent
+    except OSError as e:
+        problems.append(f"agent config {cfg_path} cannot be read: {e.strerror}")
+        return agent
+    except tomllib.TOMLDecodeError as e:
+        problems.append(f"agent config {cfg_path} is not valid TOML: {e}")
+        return agent
+    agent["readable"] = True
+    cap = ca_path(state_dir)
+    facts = DeviceFacts(st.device_id, st.key_uri, cert_path(state_dir),
+                        leaf_fingerprint=leaf["fingerprint"] if leaf else None,
+                        ca_fingerprints=frozenset(_fingerprints(cap) or []) if cap.exists() else frozenset())
+    for c in check_agent_config(doc, cfg_path, facts, fingerprints=_fingerprints, read_line=_first_line):
+        agent[c.name] = c.ok
+        agent["checks"].append({"name": c.name, "ok": c.ok, "detail": c.detail})
+        if c.problem:
+            problems.append(c.problem)
+    return agent
 
 
 # --- rotate -----------------------------------------------------------------------------------------------
@@ -329,6 +363,6 @@ def add_device_commands(sub: _Sub, parents: list[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("rotate", parents=parents, help="new key and CSR; the old key stays until install-cert")
-    p.add_argument("--key-type", choices=("p256", "ed25519"), default="p256")
+    p.add_argument("--key-type", choices=("p256", "ed25519"), default="p256", help="file keys only (p256)")
     p.add_argument("--export-dir", type=Path, help="also copy the CSR here as <device-id>.csr")
     p.set_defaults(func=cmd_rotate)

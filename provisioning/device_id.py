@@ -110,6 +110,14 @@ def _persist(path: Path, device_id: str) -> None:
     atomic_write(path, (device_id + "\n").encode(), mode=0o644)
 
 
+def persist_device_id(state_dir: Path, device_id: str) -> Path:
+    """Write ``<state_dir>/device-id`` (what the agent's ``device_id_file`` reads) unless it already holds it."""
+    path = state_dir / DEVICE_ID_FILE
+    if (_read(path) or "").strip() != device_id:
+        _persist(path, validate_device_id(device_id))
+    return path
+
+
 def resolve_device_id(
     state_dir: Path,
     *,

@@ -36,6 +36,13 @@ class InvalidInput(ProvisioningError):
             self.reason = reason
 
 
+class NotFound(InvalidInput):
+    """A read-only command named a CA, device-state or identity directory that does not exist. Operator
+    input (exit 2), and nothing was created."""
+
+    reason = "not_found"
+
+
 class InvalidDeviceId(InvalidInput):
     """A device id does not have the documented shape, or a certificate's CN and SAN disagree."""
 

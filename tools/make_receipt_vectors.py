@@ -41,7 +41,35 @@ SEEDS = {  # TEST ONLY: the private key is SHA-256 of the seed text
     "root": "depin-edge receipt vectors TEST ONLY root",
     "intermediate": "depin-edge receipt vectors TEST ONLY intermediate",
     "aggregator": "depin-edge receipt vectors TEST ONLY aggregator",
+    "log": "depin-edge receipt vectors TEST ONLY log",
 }
+LOG_ORIGIN = f"{FLEET}/records"
+LOG_PREV_SIZE, LOG_SIZE, LOG_INDEX = 40, 42, 41  # the proven record is leaf 41 of a tree of 42
+
+
+def log_entries() -> list[bytes]:
+    """The vector log's entries (opaque bytes to the log): leaf 41 stands for the device's record 20041."""
+    return [b"test-vectors log entry %d" % i for i in range(LOG_INDEX)] + [b"pump-station-07 record seq 20041"]
+
+
+def log_position() -> tuple[LogPosition, str]:
+    """A real log position: checkpoint signed by the TEST ONLY log key, inclusion of leaf 41 in 42, consistency
+    from 40; and the signed checkpoint of size 40 (the device's previous one)."""
+    from envelope import Checkpoint, NoteSigner
+    from envelope.merkle import consistency_proof, inclusion_proof, leaf_hash, root_of
+    from envelope.note import sign_checkpoint
+
+    leaves = [leaf_hash(e) for e in log_entries()]
+
+    def node(level: int, index: int) -> bytes:
+        return root_of(leaves[index << level:(index + 1) << level])
+
+    log_signer = NoteSigner(LOG_ORIGIN, test_key("log"))
+    note = sign_checkpoint(Checkpoint(LOG_ORIGIN, LOG_SIZE, root_of(leaves)), log_signer).decode()
+    prev = sign_checkpoint(Checkpoint(LOG_ORIGIN, LOG_PREV_SIZE, root_of(leaves[:LOG_PREV_SIZE])), log_signer).decode()
+    pos = LogPosition(note, LOG_INDEX, tuple(inclusion_proof(LOG_INDEX, LOG_SIZE, node)), LOG_PREV_SIZE,
+                      tuple(consistency_proof(LOG_PREV_SIZE, LOG_SIZE, node)))
+    return pos, prev
 
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -114,10 +142,7 @@ class VectorSpec:
 
 def specs() -> list[VectorSpec]:
     """Every vector this tool writes, in a fixed order."""
-    log = LogPosition(checkpoint=f"{FLEET}/records\n42\nq1l0sBiKkDEbe2bDiX3zpH4vTMHMtInDeGKUOYu+IEU=\n\n"
-                                 "\u2014 test-vectors/records AAAA\n",
-                      index=41, inclusion=(hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()),
-                      prev_size=40, consistency=(hashlib.sha256(b"c").digest(),))
+    log, _ = log_position()
     return [
         VectorSpec("receipt-settled", "nothing rejected, no birth request, no log position; chain leaf + intermediate",
                    Receipt(AGGREGATOR, DEVICE, 7, 20_041, TIME_MS)),
@@ -126,7 +151,9 @@ def specs() -> list[VectorSpec]:
                    ("aggregator",)),
         VectorSpec("receipt-nothing-settled", "settled 0 (nothing settled yet in epoch 0), asks for the birth record",
                    Receipt(AGGREGATOR, DEVICE, 0, 0, TIME_MS, (), True)),
-        VectorSpec("receipt-log", "with a transparency-log position (issue 11 field filled)",
+        VectorSpec("receipt-log", "with a transparency-log position: record 20041 (the settled one) is leaf 41 of "
+                   "the signed checkpoint of size 42, consistent with the device's previous checkpoint of size 40 "
+                   "(log key, entries and that checkpoint under 'log')",
                    Receipt(AGGREGATOR, DEVICE, 7, 20_041, TIME_MS, log=log)),
     ]
 
@@ -160,6 +187,13 @@ def build(spec: VectorSpec) -> dict[str, Any]:
     data = seal_receipt(signer(), chain, spec.receipt)
     parsed, msg = open_receipt(data)
     assert parsed == spec.receipt
+    extra: dict[str, Any] = {}
+    if spec.receipt.log is not None:
+        from envelope import NoteSigner
+
+        _, prev = log_position()
+        extra["log"] = {"vkey": NoteSigner(LOG_ORIGIN, test_key("log")).vkey, "previous_checkpoint": prev,
+                        "entries_hex": [e.hex() for e in log_entries()], "proven_entry": LOG_INDEX}
     return {
         "format": FORMAT, "name": spec.name, "description": spec.description,
         "inputs": {"receipt": receipt_inputs(spec.receipt), "chain": list(spec.chain), "alg": signer().alg},
@@ -171,6 +205,7 @@ def build(spec: VectorSpec) -> dict[str, Any]:
             "signature_hex": msg.signature.hex(),
             "receipt_hex": data.hex(),
         },
+        **extra,
     }
 
 

@@ -190,9 +190,13 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("outbox.wear", "storage wear budget", {
         "ok": ("pass", ""),
         "unknown": ("skip", ""),
-        "over_budget": ("warn", "{source} writes {rate}/day, over the budget of {budget}/day: raise "
-                                "outbox.commit_linger_s, keep [status] path on tmpfs, or use storage rated for more "
-                                "(doctor.wear_budget_bytes_per_day)"),
+        "over_budget": ("warn", "the agent writes {rate}/day, over the budget of {budget}/day: raise "
+                                "outbox.commit_linger_s (fewer, larger commits), keep [status] path on tmpfs, or use "
+                                "storage rated for more (doctor.wear_budget_bytes_per_day)"),
+        "device_over_budget": ("warn", "this host writes {rate}/day to that disk, over the budget of {budget}/day: "
+                                       "find the writers (`iotop -ao`), put logs on tmpfs (journald "
+                                       "Storage=volatile), or use storage rated for more "
+                                       "(doctor.wear_budget_bytes_per_day)"),
     }),
     CheckSpec("systemd", "systemd unit and watchdog", {
         "ok": ("pass", ""),

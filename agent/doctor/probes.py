@@ -30,6 +30,7 @@ __all__ = ["broker_username", "probe_broker", "probe_certificates", "probe_disk"
            "probe_serial", "probe_systemd", "probe_wear", "read_status_doc"]
 
 PROBE_PAYLOAD = b"edge-agent doctor probe"
+POST_HANDSHAKE_WAIT_S = 0.3
 SYSTEMD_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "NRestarts", "WatchdogUSec")
 
 
@@ -234,7 +235,35 @@ def _tls(f: BrokerFacts, m: MqttConfig, sock: socket.socket, host: str) -> ssl.S
         f.tls_error = ("error", e.strerror or str(e) or type(e).__name__)
         return None
     f.tls_version = tsock.version()
+    # TLS 1.3: the broker judges the client certificate after the handshake has completed on our side, and
+    # says so with an alert, then closes. Wait briefly for that verdict before speaking MQTT: sending first
+    # races the close, and the alert is often lost to a reset.
+    try:
+        tsock.settimeout(POST_HANDSHAKE_WAIT_S)
+        data = tsock.recv(65536)
+    except (TimeoutError, ssl.SSLWantReadError):
+        return tsock
+    except ssl.SSLError as e:
+        f.tls_error = _refused_after_handshake(e)
+        return None
+    except OSError as e:
+        f.tls_error = ("alert", f"the broker closed the TLS session after the handshake ({e.strerror or e}): it "
+                                "refused the device certificate")
+        return None
+    if not data:
+        f.tls_error = ("alert", "the broker closed the TLS session right after the handshake: it refused the device "
+                                "certificate")
+        return None
+    f.early = data  # the broker spoke first (it should not in MQTT): keep it for the packet reader
     return tsock
+
+
+def _refused_after_handshake(e: ssl.SSLError) -> tuple[str, str]:
+    cause, detail = _tls_cause(e)
+    if cause == "alert":
+        return cause, detail
+    return "alert", (f"the broker closed the TLS session after the handshake ({detail}): it refused the device "
+                     "certificate")
 
 
 def _tls_cause(e: ssl.SSLError) -> tuple[str, str]:
@@ -270,6 +299,7 @@ def _mqtt(f: BrokerFacts, m: MqttConfig, conn: socket.socket) -> None:
             f.connect_error = ("closed", f"cannot read mqtt.password_file: {e.strerror}")
             return
     reader = mw.PacketReader()
+    reader.feed(f.early)
     try:
         conn.sendall(mw.connect_packet(f.client_id, protocol=f.protocol, keepalive_s=30, username=m.username,
                                        password=password))
@@ -278,7 +308,7 @@ def _mqtt(f: BrokerFacts, m: MqttConfig, conn: socket.socket) -> None:
         f.connect_error = ("timeout", f"no CONNACK within {f.timeout_s:g}s")
         return
     except ssl.SSLError as e:  # TLS 1.3: the broker's verdict on our certificate arrives after the handshake
-        f.tls_error = _tls_cause(e)
+        f.tls_error = _refused_after_handshake(e) if f.tls else _tls_cause(e)
         return
     except (OSError, mw.MalformedPacket) as e:
         f.connect_error = ("closed", f"connection closed before CONNACK: {e}")
@@ -429,9 +459,10 @@ def probe_disk(cfg: AgentConfig) -> DiskFacts:
                      max_bytes=cfg.outbox.max_bytes, write_error=write_error, uid=os.geteuid())
 
 
-def probe_wear(cfg: AgentConfig, status: Mapping[str, Any] | None) -> tuple[float | None, str]:
-    """Bytes written per day: the running agent's own writes (its I/O counters since it started), else the
-    outbox's block device since boot. (None, why) when neither can be read."""
+def probe_wear(cfg: AgentConfig, status: Mapping[str, Any] | None) -> tuple[float | None, str, bool]:
+    """Bytes written per day: the running agent's own writes (its I/O counters since it started; ``own``
+    True), else the outbox's block device since boot (everything on the host). (None, why, False) when
+    neither can be read."""
     import psutil  # noqa: PLC0415
 
     if status is not None and not status.get("stale"):
@@ -439,7 +470,7 @@ def probe_wear(cfg: AgentConfig, status: Mapping[str, Any] | None) -> tuple[floa
             proc = psutil.Process(int(status["pid"]))
             io = proc.io_counters()
             age = max(60.0, time.time() - proc.create_time())
-            return io.write_bytes * 86400.0 / age, f"the agent (pid {proc.pid}, {age / 3600:.1f} h)"
+            return io.write_bytes * 86400.0 / age, f"the agent (pid {proc.pid}, over {age / 3600:.1f} h)", True
         except (psutil.Error, OSError, KeyError, ValueError, AttributeError):
             pass
     directory = os.path.dirname(os.path.abspath(cfg.outbox.path))
@@ -449,9 +480,11 @@ def probe_wear(cfg: AgentConfig, status: Mapping[str, Any] | None) -> tuple[floa
         fields = (sys_dir / "stat").read_text().split()
         sectors = int(fields[6])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return sectors * 512 * 86400.0 / max(60.0, uptime), f"block device {sys_dir.resolve().name} (since boot)"
+        name = sys_dir.resolve().name
+        return sectors * 512 * 86400.0 / max(60.0, uptime), f"everything on {name}, the outbox's disk (since boot)", \
+            False
     except (OSError, ValueError, IndexError):
-        return None, f"the agent is not running and {directory} is not on a block device with statistics"
+        return None, f"the agent is not running and {directory} is not on a block device with statistics", False
 
 
 # ----- systemd and the running agent ---------------------------------------------------------------------

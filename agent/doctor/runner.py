@@ -170,8 +170,8 @@ def run_doctor(config_path: str, *, timeout_s: float | None = None, unit: str | 
     results += _guard("outbox.disk", lambda: [judge_disk(probes.probe_disk(cfg))])
 
     def wear() -> list[CheckResult]:
-        rate, source = probes.probe_wear(cfg, live)
-        return [judge_wear(rate, source, cfg.doctor.wear_budget_bytes_per_day)]
+        rate, source, own = probes.probe_wear(cfg, live)
+        return [judge_wear(rate, source, cfg.doctor.wear_budget_bytes_per_day, own=own)]
 
     results += _guard("outbox.wear", wear)
 

@@ -154,6 +154,7 @@ class BrokerFacts:
     connack: int | None = None
     publish_error: tuple[str, str] | None = None  # (timeout|disconnected, detail)
     puback: int | None = None
+    early: bytes = b""  # bytes the broker sent before our CONNECT (fed to the packet reader)
 
 
 def judge_broker(f: BrokerFacts) -> list[CheckResult]:
@@ -338,15 +339,18 @@ def judge_disk(f: DiskFacts) -> CheckResult:
                                         f"{human_bytes(f.max_bytes)}")
 
 
-def judge_wear(rate_bytes_per_day: float | None, source: str, budget_bytes_per_day: int) -> CheckResult:
-    """``source`` names what was measured (the running agent's writes, or the block device's)."""
+def judge_wear(rate_bytes_per_day: float | None, source: str, budget_bytes_per_day: int, *,
+               own: bool = True) -> CheckResult:
+    """``source`` names what was measured: the running agent's own writes (``own``), or everything written to
+    the outbox's block device."""
     if rate_bytes_per_day is None:
         return verdict("outbox.wear", "unknown", f"no write figures: {source}")
     facts = {"rate": human_bytes(rate_bytes_per_day), "budget": human_bytes(budget_bytes_per_day), "source": source}
     share = 100.0 * rate_bytes_per_day / budget_bytes_per_day
     if rate_bytes_per_day > budget_bytes_per_day:
-        return verdict("outbox.wear", "over_budget", f"{source}: {human_bytes(rate_bytes_per_day)}/day, "
-                                                     f"{share:.0f}% of the budget", **facts)
+        code = "over_budget" if own else "device_over_budget"
+        return verdict("outbox.wear", code, f"{source}: {human_bytes(rate_bytes_per_day)}/day, {share:.0f}% of the "
+                                            "budget", **facts)
     return verdict("outbox.wear", "ok", f"{source}: {human_bytes(rate_bytes_per_day)}/day, {share:.1f}% of the "
                                         f"{human_bytes(budget_bytes_per_day)}/day budget")
 

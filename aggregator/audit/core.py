@@ -22,7 +22,6 @@ outcomes back (``outcomes``).
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +32,11 @@ from aggregator.audit.tiles import TILE_WIDTH, Tile, levels_for, parse_bundle, s
 from aggregator.audit.tree import StreamingTree, leaf_hash
 from aggregator.audit.verify import Deferred, EntryChecker, Outcome, ReceiptOk, Verified
 from aggregator.errors import AggregatorError
-from aggregator.ledger import _note
 from aggregator.ledger.compute import DeviceEntry, LedgerBuilder
 from aggregator.ledger.errors import LedgerError
 from aggregator.ledger.export import check_document, ledger_root
+from envelope.errors import InvalidNote, MalformedNote
+from envelope.note import NoteVerifier, open_checkpoint, open_note
 
 MAX_FINDINGS_PER_KIND = 1000  # a broken log would otherwise produce a million lines; the count stays exact
 
@@ -71,28 +71,22 @@ class Checkpoint:
     extensions: tuple[str, ...] = ()
 
 
+def log_verifier(vkey: str) -> NoteVerifier:
+    """The log's note verifier from its verifier key string; raises ``AuditError``."""
+    try:
+        return NoteVerifier.from_vkey(vkey)
+    except MalformedNote as e:
+        raise AuditError(f"log verifier key: {e}") from e
+
+
 def parse_checkpoint(signed: str, vkey: str) -> Checkpoint:
-    """Verify ``signed`` with the log's verifier key and parse its body; raises ``AuditError``."""
+    """Verify ``signed`` with the log's verifier key (origin = key name) and parse it; raises ``AuditError``."""
+    verifier = log_verifier(vkey)
     try:
-        text = _note.verify(signed, vkey)
-        name, _, _ = _note.parse_verifier_key(vkey)
-    except LedgerError as e:
+        cp, _ = open_checkpoint(signed, [verifier], origin=verifier.name)
+    except (MalformedNote, InvalidNote) as e:
         raise AuditError(f"checkpoint: {e}") from e
-    lines = text.split("\n")[:-1]
-    if len(lines) < 3:
-        raise AuditError("checkpoint: expected origin, tree size and root lines")
-    origin, size_text, root_text = lines[:3]
-    if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
-        raise AuditError(f"checkpoint: tree size {size_text[:40]!r} is not a decimal without leading zeros")
-    try:
-        root = base64.b64decode(root_text, validate=True)
-    except binascii.Error as e:
-        raise AuditError(f"checkpoint: root {root_text[:60]!r} is not base64") from e
-    if len(root) != 32:
-        raise AuditError(f"checkpoint: root is {len(root)} bytes, expected 32")
-    if origin != name:
-        raise AuditError(f"checkpoint: origin {origin!r} is not the log key's name {name!r}")
-    return Checkpoint(origin, int(size_text), root, signed, tuple(lines[3:]))
+    return Checkpoint(cp.origin, cp.size, cp.root, signed, cp.extensions)
 
 
 @dataclass(frozen=True)
@@ -144,6 +138,7 @@ class Auditor:
                  ledgers: Sequence[PublishedLedger] = ()) -> None:
         self.checkpoint = checkpoint
         self.vkey = vkey
+        self.verifier = log_verifier(vkey)
         self.cas = list(cas)
         self.crls = list(crls)
         self.checker = EntryChecker(cas, crls)  # learns every birth; re-checks the deferred records at the end
@@ -163,6 +158,8 @@ class Auditor:
         self.tree = StreamingTree(sizes)
         self._bundles = list(tiles_for(checkpoint.size, -1))
         self._checked_upper: set[tuple[int, int]] = set()
+        self._upper = {lv: list(tiles_for(checkpoint.size, lv)) for lv in levels_for(checkpoint.size)[1:]}
+        self._upper_next = dict.fromkeys(self._upper, 0)  # per level: the next tile not handed out yet
 
     # ---- findings --------------------------------------------------------------------------------------
 
@@ -179,15 +176,15 @@ class Auditor:
         return list(self._bundles)
 
     def upper_tiles_ready(self) -> list[Tile]:
-        """Higher-level tiles whose every hash is recomputed by now and not checked yet (fetch and ``tile``)."""
+        """Higher-level tiles whose every hash is recomputed by now, each handed out once (fetch, then ``tile``).
+        Tiles of a level complete in order, so only the next one of each level is looked at."""
         out = []
-        for level in levels_for(self.checkpoint.size)[1:]:
-            for t in tiles_for(self.checkpoint.size, level):
-                if (level, t.index) in self._checked_upper:
-                    continue
-                last = t.index * TILE_WIDTH + t.width - 1  # position of its last hash at its level
-                if self.tree.tile_hash(level, last) is not None:
-                    out.append(t)
+        for level, tiles in self._upper.items():
+            k = self._upper_next[level]
+            while k < len(tiles) and self.tree.tile_hash(level, tiles[k].start + tiles[k].width - 1) is not None:
+                out.append(tiles[k])
+                k += 1
+            self._upper_next[level] = k
         return out
 
     # ---- feeding ---------------------------------------------------------------------------------------
@@ -293,8 +290,10 @@ class Auditor:
                 elif self.tree.snapshots.get(s.size) != s.root:
                     self.find("inconsistent", f"the checkpoint of size {s.size} seen before has root "
                               f"{base64.b64encode(s.root).decode()}; the log's entries give another")
-            for t in self.upper_tiles_ready():  # every upper tile must have been fed
-                self.find("tile_unavailable", f"{t.path} was not checked")
+            for tiles in self._upper.values():  # every upper tile must have been fed
+                for t in tiles:
+                    if (t.level, t.index) not in self._checked_upper:
+                        self.find("tile_unavailable", f"{t.path} was not checked")
         for pl, fields in self.ledgers:
             self._check_ledger(pl, fields)
         self.report.devices = len(self.builder.devices())
@@ -306,8 +305,8 @@ class Auditor:
     def _precheck_ledger(self, pl: PublishedLedger) -> Any:
         try:
             fields, _ = check_document(pl.document)
-            _note.verify(pl.document["note"], self.vkey)
-        except (LedgerError, KeyError, TypeError) as e:
+            open_note(pl.document["note"], [self.verifier])
+        except (LedgerError, MalformedNote, InvalidNote) as e:
             self.find("ledger_invalid", f"{pl.source}: {e}")
             return None
         if fields.origin != self.checkpoint.origin:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from envelope.merkle import tile_path
+
 TILE_WIDTH = 256
 HASH_SIZE = 32
 MAX_LEVEL = 63
@@ -34,28 +36,12 @@ class Tile:
 
     @property
     def path(self) -> str:
-        where = "entries" if self.entries else str(self.level)
-        suffix = f".p/{self.width}" if self.partial else ""
-        return f"tile/{where}/{encode_index(self.index)}{suffix}"
+        return tile_path("entries" if self.entries else self.level, self.index, self.width)
 
     @property
     def start(self) -> int:
         """Index of the first hash of this tile at its own level (entry index for level 0 and bundles)."""
         return self.index * TILE_WIDTH
-
-
-def encode_index(n: int) -> str:
-    """``1234067`` -> ``x001/x234/067`` (C2SP tlog-tiles)."""
-    if n < 0:
-        raise ValueError(f"tile index must be >= 0, got {n}")
-    groups = []
-    while True:
-        groups.append(f"{n % 1000:03d}")
-        n //= 1000
-        if n == 0:
-            break
-    groups.reverse()
-    return "/".join(["x" + g for g in groups[:-1]] + groups[-1:])
 
 
 def tiles_for(size: int, level: int) -> Iterator[Tile]:

@@ -6,24 +6,17 @@ so the roots at every size a checkpoint or a ledger named (``snapshots``) come o
 completed perfect subtree of height ``8 * l`` is the hash a level-``l`` tile holds at that position, so the
 served tiles are checked against the recomputation as the pass goes (``tile_hashes``). Pure.
 
-Hashing (RFC 6962 §2.1 / RFC 9162): leaf = SHA-256(0x00 || entry), node = SHA-256(0x01 || left || right),
-the empty tree's root = SHA-256 of nothing.
+Hashing is the project's (``envelope.merkle``, RFC 6962 §2.1): leaf = SHA-256(0x00 || entry), node =
+SHA-256(0x01 || left || right), the empty tree's root = SHA-256 of nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
-EMPTY_ROOT = hashlib.sha256(b"").digest()
+from envelope.merkle import EMPTY_ROOT, leaf_hash, node_hash
 
-
-def leaf_hash(entry: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + entry).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+__all__ = ["EMPTY_ROOT", "StreamingTree", "leaf_hash", "node_hash", "root_of"]
 
 
 class StreamingTree:

@@ -331,7 +331,8 @@ class LedgerBuilder:
             if kind == 0:
                 per_stream[stream] = per_stream.get(stream, 0) + int(n)
         digests = tuple(sorted(models[int(m)] for m in np.unique(mdl) if m >= 0))
-        gaps = [(a, b) for a, b, i in dev.gaps if i < upto]
+        counted = set(idx_all[u].tolist())  # a duplicate (device, seq) explains nothing either
+        gaps = [(a, b) for a, b, i in dev.gaps if i in counted]
         rejected = sorted(s for s, i in dev.rejected.items() if i < upto)
         evicted, rej, lost = _missing(gaps, rejected, seq, inside)
         return DeviceEntry(

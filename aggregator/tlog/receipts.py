@@ -5,8 +5,9 @@ stored record that the latest checkpoint covers. So the device checks one record
 ``settled``) and never deletes a stored record the log cannot yet show. Records stored after the checkpoint
 wait for the next one; such devices are handed back to the batcher when the checkpoint grows. The
 consistency proof starts at the size of the checkpoint in the device's previous receipt (``log_receipts``,
-shared by all workers). Before proving a record the worker checks that the stored bytes hash to the stored
-leaf: a record changed behind the log gets no receipt, so the device keeps its own copy.
+shared by all workers, reset by the size the device itself reports in its birth and telemetry records, so a
+device that missed a receipt is found again). Before proving a record the worker checks that the stored
+bytes hash to the stored leaf: a record changed behind the log gets no receipt, so the device keeps its copy.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class ReceiptLog:
         for r in due:
             cap = min(r.settled, uncovered.get(r.dev, r.settled + 1) - 1)
             newest = store.log_newest_stored(r.dev, cap) if cp is not None and cap > 0 else None
+            epoch = r.epoch
             if newest is None or not 0 <= newest.index < size:
                 settled, position = cap, None
             else:
@@ -73,11 +75,11 @@ class ReceiptLog:
                     self.counters["mismatch"] += 1
                     log.error("no receipt for %s: %s", r.dev, e)
                     continue
-                settled = newest.seq
+                settled, epoch = newest.seq, newest.epoch
             if settled < r.settled:
                 self.counters["capped"] += 1
                 self.waiting[r.dev] = (r.settled, r.epoch)
-            out.append(dataclasses.replace(r, settled=max(0, settled), log=position))
+            out.append(dataclasses.replace(r, settled=max(0, settled), epoch=epoch, log=position))
         return out
 
     def _position(self, cp: SavedCheckpoint, index: int, record: bytes, prev_size: int,

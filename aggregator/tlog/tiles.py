@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from aggregator.errors import LogError
-from envelope.merkle import TILE_WIDTH, StoredTile, tile_of
+from envelope.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, StoredTile
 
 TileRead = Callable[[int, int], "StoredTile | None"]
 
@@ -42,9 +42,14 @@ class TileCache:
         return t
 
     def node(self, level: int, index: int) -> bytes:
-        t, tile_index, row, offset = tile_of(level, index)
-        tile = self.tile(t, tile_index, min(TILE_WIDTH, (offset + 1) << row))
-        return tile.node(row, offset)
+        t, row = divmod(level, TILE_HEIGHT)
+        span = TILE_HEIGHT - row
+        tile_index, offset = index >> span, index & ((1 << span) - 1)
+        tile = self._tiles.get((t, tile_index))  # the hot path of every proof: no LRU bookkeeping on a hit
+        if tile is None or offset >= tile.width >> row:
+            tile = self.tile(t, tile_index, min(TILE_WIDTH, (offset + 1) << row))
+        pos = tile.offsets[row] + offset * HASH_SIZE
+        return tile.data[pos:pos + HASH_SIZE]
 
     def forget_partial(self) -> None:
         """Drop cached partial tiles (after the store was rewritten under us, e.g. in tests)."""

@@ -201,7 +201,7 @@ def build_app(ctx: WebContext, extra_routes: Sequence[BaseRoute] = (),
         def render() -> str:
             t0 = time.perf_counter()
             fp = reader.fleet(q)
-            summary = reader.summary(fp.now_ms)
+            summary = reader.summary()
             values = {"fp": fp, "q": q, "summary": summary, "now_ms": fp.now_ms,
                       "link": ctx.link_state(), "render_ms": 0.0}
             if fragment:

@@ -16,6 +16,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,16 +180,21 @@ def connect(url: str, schema: str | None = None, *, readonly: bool) -> Db:
     return Db(sconn, "sqlite")
 
 
-def create_tables(db: Db) -> None:
-    """Create ``web_fleet`` if missing (idempotent; concurrent workers may race: both succeed)."""
-    try:
-        db.begin()
-        for stmt in DDL:
-            db.run(stmt)
-        db.commit()
-    except Exception as e:
-        db.rollback()
-        raise StoreError(f"cannot create the web tables: {e}") from e
+def create_tables(db: Db, attempts: int = 3) -> None:
+    """Create the web tables if missing. Idempotent; two PostgreSQL workers creating them at the same moment
+    can collide on the catalog (a unique violation), so a failed attempt is retried."""
+    for attempt in range(attempts):
+        try:
+            db.begin()
+            for stmt in DDL:
+                db.run(stmt)
+            db.commit()
+            return
+        except Exception as e:
+            db.rollback()
+            if attempt == attempts - 1:
+                raise StoreError(f"cannot create the web tables: {e}") from e
+            time.sleep(0.2 * (attempt + 1))
 
 
 class Pool:

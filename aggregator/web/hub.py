@@ -160,15 +160,15 @@ class Hub:
         clients = [c for c in self._clients if not c.closed]
         fleet = [c for c in clients if c.kind == "fleet"]
         wanted = sorted(dirty & {i for c in fleet for i in c.ids})
-        rows: dict[str, str] = {}
-        summary = None
+        if wanted:  # the changed rows first: they are what the pages wait for
+            rows = await asyncio.to_thread(self.renderers.fleet_rows, wanted)
+            for c in fleet:
+                html = "".join(rows[i] for i in sorted(c.ids & rows.keys()))
+                if html:
+                    self._send(c, ("rows", html))
         if fleet and dirty:
-            rows, summary = await asyncio.to_thread(self._render_fleet, wanted)
-        for c in fleet:
-            html = "".join(rows[i] for i in sorted(c.ids & rows.keys()))
-            if html:
-                self._send(c, ("rows", html))
-            if summary is not None:
+            summary = await asyncio.to_thread(self.renderers.summary)
+            for c in fleet:
                 self._send(c, ("summary", summary))
         devices = sorted(dirty & {i for c in clients if c.kind == "device" for i in c.ids})
         for device_id in devices:
@@ -180,9 +180,6 @@ class Hub:
         self._clients = {c for c in self._clients if not c.closed}
         self.stats.flushes += 1
         self.stats.last_flush_s = time.perf_counter() - t0
-
-    def _render_fleet(self, ids: list[str]) -> tuple[dict[str, str], str]:
-        return (self.renderers.fleet_rows(ids) if ids else {}), self.renderers.summary()
 
     def _send(self, c: Client, ev: Event) -> None:
         was_closed = c.closed

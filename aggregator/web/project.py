@@ -61,19 +61,21 @@ def _text(v: Any) -> str | None:
 
 
 def _int(v: Any) -> int | None:
-    if isinstance(v, bool) or not isinstance(v, int):
+    if v.__class__ is not int:  # bool is an int subclass, not a count
         return None
     return v if -(2**62) < v < 2**62 else None
 
 
 def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if v.__class__ not in (int, float):  # bool, and every non-number
         return None
     f = float(v)
     return f if math.isfinite(f) and abs(f) < 1e15 else None
 
 
 def _map(v: Any) -> Mapping[Any, Any]:
+    if isinstance(v, dict):  # what CBOR decodes to; the abstract check below is slow
+        return v
     return v if isinstance(v, Mapping) else {}
 
 

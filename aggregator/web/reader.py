@@ -50,13 +50,14 @@ def rate_sql(now_ms: int) -> str:
 
 
 def attention_sql(now_ms: int, t: fq.Thresholds) -> str:
-    """``query.attention`` (non-empty) as a SQL predicate; needs the rejects join ``r``."""
+    """``query.attention`` (non-empty) as a SQL predicate over ``d`` and ``f``."""
     now = int(now_ms)
     soon = now + int(t.cert_days) * 86_400_000
     since = now - int(t.reject_window_s) * 1000
-    return (f"(d.online IS NULL OR d.online = 0 OR f.revoked = 1 OR f.cert_not_after_ms <= {now} "
-            f"OR f.cert_not_after_ms < {soon} OR r.last_ms >= {since} OR d.max_seq > d.contiguous_seq "
-            f"OR f.clock_state = 0 OR f.outbox_depth > {int(t.outbox_depth)})")
+    return (f"(d.online IS NULL OR d.online = 0 OR f.revoked = 1 OR f.cert_not_after_ms <= {now} "  # noqa: S608
+            f"OR f.cert_not_after_ms < {soon} OR d.max_seq > d.contiguous_seq OR f.clock_state = 0 "
+            f"OR f.outbox_depth > {int(t.outbox_depth)} "
+            f"OR EXISTS (SELECT 1 FROM rejects rj WHERE rj.device_id = d.device_id AND rj.last_ms >= {since}))")
 
 
 def sort_sql(key: str, now_ms: int) -> str:
@@ -111,6 +112,8 @@ class FleetReader:
         self.pool = pool
         self.thresholds = thresholds or fq.Thresholds()
         self._clock = clock
+        self._summary: Summary | None = None
+        self._summary_at = 0.0
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -118,9 +121,9 @@ class FleetReader:
     # ---- fleet ---------------------------------------------------------------------------------------
 
     def fleet(self, q: fq.FleetQuery, now_ms: int | None = None) -> FleetPage:
+        """One page: the matching ids are chosen in SQL (filter, sort, LIMIT/OFFSET over narrow rows), then
+        the page's full rows are read by id."""
         now = self.now_ms() if now_ms is None else now_ms
-        joined = q.sort == "rejects" or q.state == "attention"
-        base = _FROM + (_REJECTS_JOIN if joined else "")
         where, params = [], []
         if cond := _state_sql(q.state, now, self.thresholds):
             where.append(cond)
@@ -129,12 +132,17 @@ class FleetReader:
             params.append(f"%{q.q}%")
         wsql = (" WHERE " + " AND ".join(where)) if where else ""
         order = f"{sort_sql(q.sort, now)} {'DESC' if q.desc else 'ASC'}, d.device_id ASC"
+        needs_f = q.state == "attention" or q.sort not in ("device", "state", "seen", "seq", "gaps", "rejects")
+        base = "FROM devices d" + (" LEFT JOIN web_fleet f ON f.device_id = d.device_id" if needs_f else "")
+        base += _REJECTS_JOIN if q.sort == "rejects" else ""
+        count_from = "FROM devices d" + (" LEFT JOIN web_fleet f ON f.device_id = d.device_id"
+                                         if q.state == "attention" else "")
         with self.pool.conn() as db:
-            total = int(db.one(f"SELECT COUNT(*) {base}{wsql}", params)[0])  # type: ignore[index]
-            raw = db.all(f"SELECT {_SELECT} {base}{wsql} ORDER BY {order} LIMIT {q.per} "
-                         f"OFFSET {q.offset()}", params)
-            rows = [dict(zip((n for n, _ in ROW_COLUMNS), r, strict=True)) for r in raw]
-            self._add_details(db, rows)
+            total = int(db.one(f"SELECT COUNT(*) {count_from}{wsql}", params)[0])  # type: ignore[index]
+            ids = [r[0] for r in db.all(f"SELECT d.device_id {base}{wsql} ORDER BY {order} "
+                                        f"LIMIT {q.per} OFFSET {q.offset()}", params)]
+            by_id = {r["device_id"]: r for r in self._rows(db, ids)}
+        rows = [by_id[i] for i in ids if i in by_id]
         for row in rows:
             self._derive(row, now)
         return FleetPage(q, rows, total, now)
@@ -142,16 +150,19 @@ class FleetReader:
     def rows(self, device_ids: Sequence[str], now_ms: int | None = None) -> list[dict[str, Any]]:
         """Fleet rows of these devices (live updates), in no particular order; unknown ids are left out."""
         now = self.now_ms() if now_ms is None else now_ms
-        ids = list(dict.fromkeys(device_ids))
-        out: list[dict[str, Any]] = []
         with self.pool.conn() as db:
-            for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                raw = db.all(f"SELECT {_SELECT} {_FROM} WHERE d.device_id IN ({marks})", chunk)
-                out += [dict(zip((n for n, _ in ROW_COLUMNS), r, strict=True)) for r in raw]
-            self._add_details(db, out)
+            out = self._rows(db, list(dict.fromkeys(device_ids)))
         for row in out:
             self._derive(row, now)
+        return out
+
+    def _rows(self, db: Any, ids: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            raw = db.all(f"SELECT {_SELECT} {_FROM} WHERE d.device_id IN ({marks})", chunk)
+            out += [dict(zip((n for n, _ in ROW_COLUMNS), r, strict=True)) for r in raw]
+        self._add_details(db, out)
         return out
 
     def _add_details(self, db: Any, rows: list[dict[str, Any]]) -> None:
@@ -189,21 +200,25 @@ class FleetReader:
 
     # ---- summary -------------------------------------------------------------------------------------
 
-    def summary(self, now_ms: int | None = None) -> Summary:
+    def summary(self, now_ms: int | None = None, max_age_s: float = 1.0) -> Summary:
+        """Fleet-wide counts, recomputed at most every ``max_age_s`` (every page and push shows it)."""
+        cached = self._summary
+        if now_ms is None and cached is not None and time.monotonic() - self._summary_at < max_age_s:
+            return cached
         now = self.now_ms() if now_ms is None else now_ms
-        att = attention_sql(now, self.thresholds)
-        sql = (f"SELECT COUNT(*), SUM(CASE WHEN d.online = 1 THEN 1 ELSE 0 END), "
-               f"SUM(CASE WHEN d.online = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN d.online IS NULL THEN 1 ELSE 0 END), "
-               f"SUM(CASE WHEN {att} THEN 1 ELSE 0 END), SUM({rate_sql(now)}) {_FROM}{_REJECTS_JOIN}")
         with self.pool.conn() as db:
-            row = db.one(sql) or (0, 0, 0, 0, 0, 0.0)
+            n, on, off, unk = db.one("SELECT COUNT(*), SUM(CASE WHEN online = 1 THEN 1 ELSE 0 END), "
+                                     "SUM(CASE WHEN online = 0 THEN 1 ELSE 0 END), "
+                                     "SUM(CASE WHEN online IS NULL THEN 1 ELSE 0 END) FROM devices") or (0, 0, 0, 0)
+            rate = db.one(f"SELECT SUM({rate_sql(now)}) FROM web_fleet f")  # noqa: S608
+            att = db.one(f"SELECT COUNT(*) {_FROM} WHERE {attention_sql(now, self.thresholds)}")
             unknown = db.one("SELECT COALESCE(SUM(count), 0) FROM rejects WHERE device_id NOT IN "
                              "(SELECT device_id FROM devices)")
-        n, on, off, unk, att_n, rate = (v or 0 for v in row)
-        s = Summary(int(n), int(on), int(off), int(unk), int(att_n), round(float(rate), 2),
-                    int(unknown[0]) if unknown else 0, now)
+        s = Summary(int(n or 0), int(on or 0), int(off or 0), int(unk or 0), int(att[0] if att else 0),
+                    round(float(rate[0] or 0) if rate else 0.0, 2), int(unknown[0]) if unknown else 0, now)
         s.states = {"all": s.devices, "attention": s.attention, "online": s.online, "offline": s.offline,
                     "unknown": s.unknown}
+        self._summary, self._summary_at = s, time.monotonic()
         return s
 
     def online_count(self) -> tuple[int, int]:

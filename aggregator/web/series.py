@@ -41,7 +41,9 @@ def result_series(rows: Iterable[Sequence[Any]], now_ms: int, window_s: int, buc
                            "bucket_s": bucket_s * k}
     for i in range(0, count, k):
         group = [per.get(first + (i + j) * bucket_ms, {}) for j in range(min(k, count - i))]
-        span_s = bucket_s * len(group)
+        start_ms = first + i * bucket_ms
+        # the current bucket is still filling: divide by the time it has covered so far, not its length
+        span_s = min(bucket_s * len(group), max(1.0, (now_ms - start_ms) / 1000))
         n = sum(c[0] for g in group for c in g.values())
         lat_n = sum(c[1] for g in group for c in g.values())
         lat_sum = sum(c[2] for g in group for c in g.values())

@@ -61,8 +61,67 @@ def check_tls(cert: str, key: str) -> None:
         raise WebError(f"web.tls_cert_file {cert} / web.tls_key_file {key}: cannot load: {e}") from e
 
 
+class AppServer:
+    """An ASGI app served by uvicorn on a background thread with its own event loop."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, tls_cert_file: str | None = None,
+                 tls_key_file: str | None = None) -> None:
+        self.app, self.host, self.port = app, host, port
+        self.tls_cert_file, self.tls_key_file = tls_cert_file, tls_key_file
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._failed: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls_cert_file else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Bind and serve; returns once the socket listens, raises ``WebError`` otherwise."""
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_config=None, access_log=False,
+                                lifespan="on", ssl_certfile=self.tls_cert_file, ssl_keyfile=self.tls_key_file,
+                                timeout_graceful_shutdown=3, server_header=False, proxy_headers=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="aggregator-web", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self._server.started:
+            self.stop()
+            why = f": {self._failed}" if self._failed else " (see the log above)"
+            raise WebError(f"web page could not listen on {self.host}:{self.port}{why}")
+        sockets = [sock for srv in self._server.servers for sock in srv.sockets]
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    def _run(self) -> None:
+        assert self._server is not None
+        try:
+            self._server.run()
+        except SystemExit as e:  # uvicorn exits when it cannot bind
+            self._failed = RuntimeError(f"uvicorn exited ({e.code})")
+        except BaseException as e:
+            self._failed = e
+            log.exception("web server failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("web server did not stop within %.0fs", timeout)
+                if self._server is not None:
+                    self._server.force_exit = True
+                    self._thread.join(2)
+        self._thread = None
+
+
 class WebServer:
-    """The web app of one aggregator worker, served by uvicorn on a background thread."""
+    """The web app of one aggregator worker: reader, hub, metrics and app over an ``AppServer``."""
 
     def __init__(self, service: Any, tracker: Any, settings: WebSettings, *, extra_routes: Sequence[Any] = (),
                  nav: Sequence[tuple[str, str]] = ()) -> None:
@@ -84,64 +143,26 @@ class WebServer:
         self.hub = self.ctx.hub
         self._tracker = tracker
         self._service = service
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._failed: BaseException | None = None
-        self.port = settings.port
+        self.server = AppServer(self.app, settings.host, settings.port, tls_cert_file=settings.tls_cert_file,
+                                tls_key_file=settings.tls_key_file)
 
     def _clients(self) -> dict[str, int]:
         return {"fleet": self.hub.clients("fleet"), "device": self.hub.clients("device")}
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.settings.tls_cert_file else "http"
-        host = self.settings.host
-        host = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{host}:{self.port}"
+        return self.server.url
 
     def start(self, timeout: float = 15.0) -> None:
-        s = self.settings
-        config = uvicorn.Config(self.app, host=s.host, port=s.port, log_config=None, access_log=False,
-                                lifespan="on", ssl_certfile=s.tls_cert_file, ssl_keyfile=s.tls_key_file,
-                                timeout_graceful_shutdown=3, server_header=False, proxy_headers=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="aggregator-web", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not self._server.started:
-            self.stop()
-            why = f": {self._failed}" if self._failed else " (see the log above)"
-            raise WebError(f"web page could not listen on {s.host}:{s.port}{why}")
-        sockets = [sock for srv in self._server.servers for sock in srv.sockets]
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        try:
+            self.server.start(timeout)
+        except Exception:
+            self.pool.close()
+            raise
         self._tracker.add_listener(self.hub.notify)
         self._service.add_observer(self.metrics)
 
-    def _run(self) -> None:
-        assert self._server is not None
-        try:
-            self._server.run()
-        except SystemExit as e:  # uvicorn exits when it cannot bind
-            self._failed = RuntimeError(f"uvicorn exited ({e.code})")
-        except BaseException as e:
-            self._failed = e
-            log.exception("web server failed")
-
     def stop(self, timeout: float = 10.0) -> None:
-        if self._tracker is not None:
-            self._tracker.remove_listener(self.hub.notify)
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("web server did not stop within %.0fs", timeout)
-                if self._server is not None:
-                    self._server.force_exit = True
-                    self._thread.join(2)
+        self._tracker.remove_listener(self.hub.notify)
+        self.server.stop(timeout)
         self.pool.close()
-        self._thread = None
-

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+import cbor2
+
 from aggregator.errors import Rejected
 from aggregator.web import project
 from aggregator.web.db import BUCKET_S, Db, connect, create_tables
@@ -76,41 +78,44 @@ class DeviceUpdate:
     telemetry_points: list[tuple[int, project.TelemetryFields]] = field(default_factory=list)
 
 
+def _payload(rec: Any) -> Any:
+    """The payload of a verified record, for display: plain CBOR decoding (the strict-encoding walk of
+    ``Record.payload`` costs more than the rest of the view; the bytes are signed and size-limited already)."""
+    try:
+        return cbor2.loads(rec.payload_bytes)
+    except Exception:
+        return None
+
+
 def plan(verified: Iterable[VerifiedLike], rejects: Iterable[RejectLike] = ()) -> dict[str, DeviceUpdate]:
     """One update per device from a batch (pure; odd payloads give empty fields, never an exception)."""
     out: dict[str, DeviceUpdate] = {}
+    keys: dict[str, Any] = {}
+    bucket_ms = BUCKET_S * 1000
     for vr in verified:
         rec = vr.record
-        u = out.setdefault(vr.device_id, DeviceUpdate(vr.device_id))
+        device_id = vr.device_id
+        u = out.get(device_id)
+        if u is None:
+            u = out[device_id] = DeviceUpdate(device_id)
         u.verified += 1
         if u.clock_ms is None or rec.capture_ms >= u.clock_ms:
             u.clock_state, u.clock_ms = int(rec.clock_state), int(rec.capture_ms)
         key = vr.key
-        if u.key_ms is None or vr.received_ms >= u.key_ms:
+        if keys.get(device_id) is not key and (u.key_ms is None or vr.received_ms >= u.key_ms):
+            keys[device_id] = key
             u.kid = key.kid.hex()
             u.cert_serial = format(key.serial, "x") if isinstance(key.serial, int) else None
             na = key.not_after
             u.cert_not_after_ms = int(na.timestamp() * 1000) if isinstance(na, datetime) else None
-            u.key_ms = vr.received_ms
             u.revoked = bool(getattr(key, "revoked", False))
-        if rec.kind not in (labels.KIND_STATUS, labels.KIND_TELEMETRY, labels.KIND_RESULT):
-            continue
-        try:
-            payload = rec.payload()
-        except Exception:
-            payload = None
-        if rec.kind == labels.KIND_STATUS:
-            if u.status_ms is None or rec.capture_ms >= u.status_ms:
-                u.status, u.status_ms = project.status_fields(payload), int(rec.capture_ms)
-        elif rec.kind == labels.KIND_TELEMETRY:
-            tf = project.telemetry_fields(payload)
-            u.telemetry_points.append((int(rec.capture_ms), tf))
-            if u.telemetry_ms is None or rec.capture_ms >= u.telemetry_ms:
-                u.telemetry, u.telemetry_ms = tf, int(rec.capture_ms)
-        else:
-            point = project.result_point(int(rec.capture_ms), payload)
-            b = u.results.setdefault((point.t_ms - point.t_ms % (BUCKET_S * 1000), point.label or ""),
-                                     [0, 0, 0.0, 0.0])
+        u.key_ms = max(u.key_ms or 0, vr.received_ms)
+        kind = rec.kind
+        if kind == labels.KIND_RESULT:
+            point = project.result_point(int(rec.capture_ms), _payload(rec))
+            b = u.results.get((point.t_ms - point.t_ms % bucket_ms, point.label or ""))
+            if b is None:
+                b = u.results[(point.t_ms - point.t_ms % bucket_ms, point.label or "")] = [0, 0, 0.0, 0.0]
             b[0] += 1
             if point.latency_us is not None:
                 b[1] += 1
@@ -118,6 +123,13 @@ def plan(verified: Iterable[VerifiedLike], rejects: Iterable[RejectLike] = ()) -
                 b[3] = max(b[3], point.latency_us)
             if u.last_result_ms is None or point.t_ms >= u.last_result_ms:
                 u.last_label, u.last_result_ms = point.label, point.t_ms
+        elif kind == labels.KIND_TELEMETRY:
+            tf = project.telemetry_fields(_payload(rec))
+            u.telemetry_points.append((int(rec.capture_ms), tf))
+            if u.telemetry_ms is None or rec.capture_ms >= u.telemetry_ms:
+                u.telemetry, u.telemetry_ms = tf, int(rec.capture_ms)
+        elif kind == labels.KIND_STATUS and (u.status_ms is None or rec.capture_ms >= u.status_ms):
+            u.status, u.status_ms = project.status_fields(_payload(rec)), int(rec.capture_ms)
     for r in rejects:
         if r.device_id and r.reason == "revoked":
             out.setdefault(r.device_id, DeviceUpdate(r.device_id)).revoked = True

@@ -17,9 +17,9 @@ from aggregator.audit import PublishedLedger, parse_checkpoint, run_audit
 from aggregator.audit.tree import StreamingTree, leaf_hash, root_of
 from aggregator.cli import main
 from aggregator.ledger import LedgerBuilder, LogBinding, Period, ledger_document, note_text
-from aggregator.ledger import _note as note
 from aggregator.trust import load_certificates
 from envelope import Receipt, seal_receipt
+from envelope.note import NoteSigner, open_note, sign_note
 from provisioning import SoftwareSigner
 from tests.support.tlog_static import leaf, mth, serve, write_log
 from tests.unit.test_agg_support import chain_der, fleet_with
@@ -27,6 +27,12 @@ from tests.unit.test_agg_support import chain_der, fleet_with
 pytestmark = pytest.mark.integration
 
 ORIGIN = "test.fleet/log"
+
+
+def note_signer(key: SoftwareSigner):
+    """Sign note texts with ``key`` under the log's origin (envelope.note)."""
+    signer = NoteSigner(ORIGIN, key.private_key)  # type: ignore[arg-type]
+    return lambda text: sign_note(text, [signer]).decode()
 
 
 class World:
@@ -37,8 +43,8 @@ class World:
         self.fleet, self.devs = fleet_with(tmp_path, "dev-a", "dev-b", "dev-c")
         self.cas = load_certificates(self.fleet.ca_cert)
         self.log_key = SoftwareSigner.generate("ed25519")
-        self.sign = note.signer(ORIGIN, self.log_key)
-        self.vkey = note.verifier_key(ORIGIN, self.log_key.public_key())  # type: ignore[arg-type]
+        self.sign = note_signer(self.log_key)
+        self.vkey = NoteSigner(ORIGIN, self.log_key.private_key).vkey  # type: ignore[arg-type]
         self.folder = tmp_path / "log"
         self.folder.mkdir()
         self.state = tmp_path / "audit-state.json"
@@ -142,8 +148,8 @@ def test_a_ledger_that_does_not_match_the_log_fails(world: World) -> None:
     assert set(kinds(report)) == {"ledger_entry", "ledger_root"}, report.findings
     assert "results is" in next(f.detail for f in report.findings if f.kind == "ledger_entry")
     forged = world.ledger(entries)
-    forged.document["note"] = note.signer(ORIGIN, SoftwareSigner.generate("ed25519"))(
-        note.verify(forged.document["note"], world.vkey))
+    forged.document["note"] = note_signer(SoftwareSigner.generate("ed25519"))(
+        open_note(forged.document["note"], [NoteSigner(ORIGIN, world.log_key.private_key).verifier]).text)  # type: ignore[arg-type]
     assert kinds(world.audit([forged], state=False)) == {"ledger_invalid": 1}
     older = world.ledger(entries, size=20)  # a ledger of an older log size is checked at that size
     assert world.audit([older], state=False).clean
@@ -190,7 +196,7 @@ def test_a_grown_log_without_its_partial_tiles_is_read_from_full_tiles(world: Wo
 
 
 def test_a_checkpoint_by_another_key_is_refused(world: World, capsys) -> None:
-    write_log(world.folder, world.entries(5), note.signer(ORIGIN, SoftwareSigner.generate("ed25519")), ORIGIN)
+    write_log(world.folder, world.entries(5), note_signer(SoftwareSigner.generate("ed25519")), ORIGIN)
     with serve(world.folder) as url:
         rc = main(["audit", "--url", url, "--log-vkey", world.vkey, "--ca", str(world.fleet.ca_cert)])
     assert rc == 1 and "checkpoint" in capsys.readouterr().err
@@ -257,3 +263,19 @@ def test_worker_processes_give_the_same_report(world: World) -> None:
     # the published ledger counted the two bad entries (an aggregator logs only verified records), so it
     # differs from the one recomputed over what verifies: both devices' entries and the root
     assert kinds(two) == {"record_invalid": 2, "ledger_entry": 2, "ledger_root": 1}
+
+
+def test_a_tree_with_three_tile_levels(world: World) -> None:
+    """70,000 entries (the spec's example: level-0, level-1 and a level-2 partial tile); entries that are not
+    records are reported, every tile and the root check out. One hash of a level-1 tile changed is caught."""
+    entries = [b"e" + i.to_bytes(4, "big") for i in range(70_000)]
+    write_log(world.folder, entries, world.sign, ORIGIN)
+    report = world.audit(state=False)
+    assert report.counts == {"entry_undecodable": 70_000} and len(report.findings) == 1000
+    tile = world.folder / "tile" / "1" / "000"
+    data = bytearray(tile.read_bytes())
+    data[100] ^= 1
+    tile.write_bytes(bytes(data))
+    report = world.audit(state=False)
+    assert report.counts.get("tile_mismatch") == 1
+    assert "tile/1/000" in next(f.detail for f in report.findings if f.kind == "tile_mismatch")

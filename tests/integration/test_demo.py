@@ -33,6 +33,18 @@ def test_demo_table_against_a_real_broker_shows_every_class(mosquitto) -> None:
     for cls in ("normal", "imbalance", "misalignment", "bearing_fault"):
         assert cls in out
     assert "every published record was verified against the fleet CA and stored" in out
+    # published, verified and stored count the same things (every kind, each seq once): the last table and the
+    # summary agree, and the clock line shows the declared clock states beside the skew count
+    *_, last_table = out.split("summary:")[0].strip().split("\n\n")
+    (line,) = [ln for ln in last_table.splitlines() if ln.strip().startswith("published")]
+    words = line.split()
+    published, verified, stored = (int(words[words.index(k) + 1]) for k in ("published", "verified", "stored"))
+    assert published == verified == stored > 0
+    assert f"published {published}, verified {published}, stored {published}" in out
+    (clock,) = [ln.split() for ln in last_table.splitlines() if ln.strip().startswith("clock")]
+    assert int(clock[clock.index("unsynced") + 1]) + int(clock[clock.index("ntp") + 1]) \
+        + int(clock[clock.index("gnss") + 1]) == stored
+    assert "skew" in clock
 
 
 def test_demo_rejects_bad_seconds() -> None:

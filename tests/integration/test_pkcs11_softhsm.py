@@ -130,9 +130,9 @@ def test_cli_device_lifecycle_with_pkcs11_key(token: str, tmp_path: Path, sofths
     """device init in the token → fleet CA signs → install-cert → rotate → install → registry kid."""
     env = {**os.environ, "SOFTHSM2_CONF": str(softhsm_conf)}
 
-    def ep(*args: str) -> dict:
+    def ep(*args: str, expect: int = 0) -> dict:
         res = subprocess.run([*EP, *args, "--json"], capture_output=True, text=True, env=env, timeout=60)
-        assert res.returncode == 0, res.stderr
+        assert res.returncode == expect, res.stderr
         assert "Traceback" not in res.stderr
         return json.loads(res.stdout)
 
@@ -146,10 +146,11 @@ def test_cli_device_lifecycle_with_pkcs11_key(token: str, tmp_path: Path, sofths
     rot = ep("device", "rotate", "--state-dir", str(state))
     assert rot["kid"] != init["kid"]
     # The old key still signs until the new certificate is installed.
-    assert ep("device", "status", "--state-dir", str(state))["kid"] == init["kid"]
+    # exit 1: the rotation is pending and there is no agent config at the default path
+    assert ep("device", "status", "--state-dir", str(state), expect=1)["kid"] == init["kid"]
     ep("ca", "sign", str(state / "device.next.csr"), "--ca-dir", str(ca_dir), "--out", str(tmp_path / "n.crt"))
     ep("device", "install-cert", str(tmp_path / "n.crt"), "--state-dir", str(state))
-    status = ep("device", "status", "--state-dir", str(state))
+    status = ep("device", "status", "--state-dir", str(state), expect=1)  # no agent config at the default path
     assert status["kid"] == rot["kid"] and status["cert"]["matches_key"]
     ep("fleet", "export-registry", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "reg.json"))
     reg = load_registry(tmp_path / "reg.json")

@@ -91,9 +91,10 @@ def test_technician_flow_init_sign_install_status(tmp_path: Path, ca_dir: Path) 
     assert status["key_tier"] == "file" and status["key"] == "ok"
     assert status["cert"]["cn"] == "pump-0042" and status["cert"]["matches_key"]
     assert status["ca_fingerprint"].startswith("sha256:")
-    assert status["agent_config"] | {"config": None} == {"config": None, "readable": True, "key_uri": True,
-                                                         "device_id": True, "cert_file": True, "key_file": True,
-                                                         "ca_file": True}
+    agent = status["agent_config"]
+    assert {k: agent[k] for k in ("readable", "key_uri", "device_id", "cert_file", "key_file", "ca_file",
+                                  "receipts_ca")} == dict.fromkeys(("readable", "key_uri", "device_id", "cert_file",
+                                                                    "key_file", "ca_file", "receipts_ca"), True)
     assert status["healthy"], status["problems"]
     signer = open_signer(init["key_uri"])
     assert signer.kid.hex() == init["kid"]
@@ -274,7 +275,7 @@ def test_unusable_inputs_and_usage_errors(tmp_path: Path, ca_dir: Path) -> None:
     assert "cannot read CSR file" in res.stderr
     res = ep("ca", "init", "--fleet", "Bad Fleet!", "--ca-dir", str(tmp_path / "x"), expect=2)
     assert "fleet name must be" in res.stderr and not (tmp_path / "x").exists()
-    res = ep("device", "status", "--state-dir", str(tmp_path / "nothing"), expect=1)
+    res = ep("device", "status", "--state-dir", str(tmp_path / "nothing"), expect=2)
     assert "not provisioned yet" in res.stderr
     ep("ca", "frobnicate", expect=2)
 
@@ -300,7 +301,7 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path, ca_dir: Path) ->
 
     with pytest.raises(UnsafeKeyPermissions, match=r"mode 0644.*chmod 600"):
         open_signer(init["key_uri"])
-    status = json.loads(ep("device", "status", "--state-dir", str(state), "--json").stdout)
+    status = json.loads(ep("device", "status", "--state-dir", str(state), "--json", expect=1).stdout)
     assert status["key"] == "unusable" and any("chmod 600" in p for p in status["problems"])
     key.chmod(0o600)
     os.chown(key, 65534, -1)

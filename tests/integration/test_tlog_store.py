@@ -5,14 +5,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aggregator import open_store
+from aggregator import TrustStore, Verifier, open_store
 from aggregator.config import LogSettings
 from aggregator.tlog import LogIntegrator, TileCache
+from aggregator.trust import load_certificates
 from envelope import NoteSigner
 from envelope.merkle import (
     inclusion_proof,
@@ -22,12 +24,33 @@ from envelope.merkle import (
     verify_inclusion,
 )
 from envelope.note import open_checkpoint
-from tests.integration.test_agg_store import PG_URL, pg_schema, store_url, verify_all, world  # noqa: F401
+from tests.integration.test_agg_store import PG_URL, drop_schema, verify_all
+from tests.unit.test_agg_support import fleet_with
 
 pytestmark = pytest.mark.integration
 
 SIGNER = NoteSigner("example.net/test-log", Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 SETTINGS = LogSettings(key_file="unused", origin=SIGNER.name, checkpoint_interval_s=0.01, integrate_max=7)
+
+
+@pytest.fixture
+def pg_schema():
+    schema = "tlog_" + uuid.uuid4().hex[:12]
+    try:
+        yield schema
+    finally:
+        drop_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path, pg_schema: str):
+    yield (str(tmp_path / "agg.db"), None) if request.param == "sqlite" else (PG_URL, pg_schema)
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    fleet, devs = fleet_with(tmp_path, "dev-a", "dev-b")
+    return devs, Verifier(TrustStore(load_certificates(fleet.ca_cert)))
 
 
 def _stored(store, v, devs, n):
@@ -37,7 +60,7 @@ def _stored(store, v, devs, n):
     return recs
 
 
-def test_indices_tiles_proofs_and_checkpoints(store_url, world) -> None:  # noqa: F811
+def test_indices_tiles_proofs_and_checkpoints(store_url, world) -> None:
     devs, v = world
     store = open_store(store_url[0], schema=store_url[1])
     try:
@@ -69,7 +92,7 @@ def test_indices_tiles_proofs_and_checkpoints(store_url, world) -> None:  # noqa
         store.close()
 
 
-def test_reopen_resumes_the_tree(store_url, world) -> None:  # noqa: F811
+def test_reopen_resumes_the_tree(store_url, world) -> None:
     devs, v = world
     store = open_store(store_url[0], schema=store_url[1])
     _stored(store, v, devs, 300)
@@ -86,7 +109,7 @@ def test_reopen_resumes_the_tree(store_url, world) -> None:  # noqa: F811
         store.close()
 
 
-def test_a_forked_store_is_never_signed(tmp_path: Path, world) -> None:  # noqa: F811
+def test_a_forked_store_is_never_signed(tmp_path: Path, world) -> None:
     """A record rewritten and the tiles rebuilt behind the log: the integrator refuses to sign the fork."""
     devs, v = world
     path = tmp_path / "agg.db"
@@ -108,7 +131,7 @@ def test_a_forked_store_is_never_signed(tmp_path: Path, world) -> None:  # noqa:
     store.close()
 
 
-def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:  # noqa: F811
+def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:
     devs, v = world
     s1, s2 = open_store(PG_URL, schema=pg_schema), open_store(PG_URL, schema=pg_schema)
     try:
@@ -128,7 +151,7 @@ def test_postgres_one_leader_and_takeover(world, pg_schema) -> None:  # noqa: F8
         s2.close()
 
 
-def test_postgres_concurrent_integrators_never_assign_an_index_twice(world, pg_schema) -> None:  # noqa: F811
+def test_postgres_concurrent_integrators_never_assign_an_index_twice(world, pg_schema) -> None:
     """Even without the lock (both think they lead), the log_state row serialises integration."""
     devs, v = world
     stores = [open_store(PG_URL, schema=pg_schema) for _ in range(3)]
@@ -162,7 +185,7 @@ def test_postgres_concurrent_integrators_never_assign_an_index_twice(world, pg_s
             s.close()
 
 
-def test_schema_1_store_gains_the_log_column(tmp_path: Path, world) -> None:  # noqa: F811
+def test_schema_1_store_gains_the_log_column(tmp_path: Path, world) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:  # the records table as schema 1 made it
         db.execute("CREATE TABLE records (device_id TEXT NOT NULL, seq BIGINT NOT NULL, epoch BIGINT NOT NULL, "

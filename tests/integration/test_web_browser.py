@@ -60,6 +60,10 @@ class Live:
     def js(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)
 
+    def text(self, selector: str) -> str:
+        """innerText of an element, read in one script call (rows are replaced live: no stale handles)."""
+        return str(self.js("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", selector))
+
     def row(self, attr: str) -> str | None:
         return self.js(f"const r = document.getElementById('row-{DEVICE}'); return r && r.dataset.{attr};")
 
@@ -129,12 +133,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def text_of(live: Live, selector: str) -> str:
-    """The text of the element matching ``selector`` read in one script: live updates swap rows, so an element
-    found by one WebDriver call may be stale by the next."""
-    return str(live.js("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", selector))
-
-
 def open_fleet(live: Live) -> None:
     live.driver.get(live.url + "/")
     wait_for(lambda: live.js("return document.body.dataset.live") == "1", timeout=10, what="live updates connected")
@@ -143,7 +141,7 @@ def open_fleet(live: Live) -> None:
 def test_fleet_page_lists_the_device_online(live: Live) -> None:
     open_fleet(live)
     wait_for(lambda: live.row("state") == "online", timeout=10, what="the device row online")
-    text = text_of(live, f"#row-{DEVICE}")
+    text = live.text(f"#row-{DEVICE}")
     assert "online" in text and "0.1.0" in text, text
 
 
@@ -177,9 +175,10 @@ def test_a_forged_record_shows_as_a_reject_with_its_reason(live: Live) -> None:
     finally:
         pub.close()
     sel = f"#row-{DEVICE} .reject[data-reason='bad_signature']"
-    wait_for(lambda: "bad_signature 1" in text_of(live, sel), timeout=5, what="the reject on the page")
+    wait_for(lambda: live.text(sel), timeout=5, what="the reject on the page")
+    assert "bad_signature 1" in live.text(sel)
     assert live.js("return window.__noReload") == "still here"
-    assert "recent rejects" in text_of(live, f"#row-{DEVICE}")
+    assert "recent rejects" in live.text(f"#row-{DEVICE}")
 
 
 CANVAS_INK = """
@@ -205,7 +204,7 @@ def test_the_device_page_plots_are_drawn_with_data(live: Live) -> None:
         assert ink > 500, f"{name}: canvas nearly blank ({ink} painted pixels)"
         assert live.js(f"return document.querySelector(\"[data-plot='{name}']\").closest('figure')"
                        ".dataset.empty") == "0"
-    assert DEVICE in text_of(live, "#device-panel")
+    assert DEVICE in live.text("#device-panel")
 
 
 def test_killing_the_agent_shows_it_offline_within_the_will_delay(live: Live) -> None:
@@ -216,6 +215,6 @@ def test_killing_the_agent_shows_it_offline_within_the_will_delay(live: Live) ->
     wait_for(lambda: live.row("state") == "offline", timeout=5.0, interval=0.05,
              what="offline on the page within 5 s of SIGKILL (will delay 0)")
     elapsed = time.monotonic() - t0
-    assert "offline" in text_of(live, f"#row-{DEVICE}")
+    assert "offline" in live.text(f"#row-{DEVICE}")
     assert "Traceback" not in live.agg_log.read_text()
     print(f"offline on the page {elapsed * 1000:.0f} ms after SIGKILL")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from aggregator.audit.tiles import encode_index
+from envelope.merkle import tile_path
 
 
 def leaf(entry: bytes) -> bytes:
@@ -41,8 +41,7 @@ def mth(hashes: Sequence[bytes]) -> bytes:
 
 
 def _path(folder: Path, level: str, index: int, width: int) -> Path:
-    p = folder / "tile" / level / encode_index(index)
-    return p.parent / (p.name + f".p/{width}") if width < 256 else p
+    return folder / tile_path(level if level == "entries" else int(level), index, width)
 
 
 def _write(p: Path, data: bytes) -> None:

@@ -54,7 +54,8 @@ class SimDevice:
     def record(self, kind: str = "result", *, stream: str = "vib", payload: dict[str, Any] | bytes | None = None,
                seq: int | None = None, epoch: int | None = None, with_chain: bool = False,
                device_id: str | None = None, iat: int | None = None, capture_ms: int | None = None,
-               signer: Signer | None = None) -> tuple[str, bytes]:
+               signer: Signer | None = None, model_sha256: bytes | None = None,
+               clock_state: int = labels.CLOCK_NTP) -> tuple[str, bytes]:
         """Seal one record; consumes the next seq unless ``seq`` is given. Returns (topic, bytes)."""
         if seq is None:
             self.seq += 1
@@ -65,8 +66,8 @@ class SimDevice:
             kind=kind, device_id=device_id or self.device_id, stream=hdr_stream,
             epoch=self.epoch if epoch is None else epoch, seq=seq,
             iat=now_ms // 1000 if iat is None else iat,
-            capture_ms=now_ms if capture_ms is None else capture_ms, clock_state=labels.CLOCK_NTP,
-            model_sha256=sha256(b"model") if kind == "result" else None,
+            capture_ms=now_ms if capture_ms is None else capture_ms, clock_state=clock_state,
+            model_sha256=(model_sha256 or sha256(b"model")) if kind == "result" else None,
             input_sha256=sha256(seq.to_bytes(8, "big")) if kind == "result" else None,
             x5chain=self.chain if with_chain else (),
         )

@@ -17,7 +17,8 @@ from bench import run_all
 from bench.common import MOBILENET_MODEL, REPO, VIBRATION_MODEL, broker, tempdir
 
 MODULES = ["bench_pipeline", "bench_resources", "bench_outbox", "bench_aggregator", "bench_frames",
-           "bench_inference", "bench_envelope", "run_all", "common", "soak"]
+           "bench_inference", "bench_envelope", "bench_tlog", "bench_updates", "bench_receipts", "run_all", "common",
+           "soak"]
 
 
 def positive(x: float) -> bool:
@@ -89,6 +90,14 @@ def test_b2_agent_tiny() -> None:
 
 
 @pytest.mark.integration
+def test_b2n_naive_tiny() -> None:
+    from bench.bench_pipeline import child_b2n
+
+    res = child_b2n(seconds=0.3, warmup=0.2)
+    assert positive(res["rate"]) and positive(res["cpu_us"])
+
+
+@pytest.mark.integration
 def test_b3_b7_steady_tiny() -> None:
     from bench.bench_resources import bare_rss_mb, steady_run
 
@@ -146,3 +155,41 @@ def test_soak_tiny() -> None:
     assert res["stored"] > 0
     lines = soak.report_lines(res)
     assert any("RSS" in ln for ln in lines)
+
+
+def test_tlog_tiny(tmp_path: Path) -> None:
+    """L1-L4 on a tiny log: the integrator keeps every entry, the synthetic 10^7 tree's proofs verify."""
+    from bench.bench_tlog import append_rate, proof_times
+
+    rate, hash_rate, per_entry = append_rate(600, tmp_path)
+    assert positive(rate) and positive(hash_rate) and 0 < per_entry < 1000
+    proofs = proof_times(tmp_path, quick=True)
+    times, cold, verify, n_hashes = proofs["recent"]
+    assert len(times) == len(cold) == len(verify) == 50 and n_hashes > 20 and all(map(positive, times))
+
+
+@pytest.mark.integration
+def test_u1_u3_updates_tiny() -> None:
+    from bench.bench_updates import child_rss, idle_poll_cpu, swap_gaps
+
+    g = swap_gaps("vibration", after_windows=3, before_s=0.5)
+    assert positive(g["max_gap_ms"]) and g["windows_during"] >= 3
+    r = child_rss(str(VIBRATION_MODEL), str(VIBRATION_MODEL.with_suffix(".json")))
+    assert r["two_mb"] >= r["one_mb"] > 0
+    c = idle_poll_cpu(2)
+    assert positive(c["cpu_ms_per_poll"])
+
+
+def test_round2_modules_are_found_in_order_and_missing_ones_tolerated() -> None:
+    found = run_all.round2_modules()
+    order = [m for m, _ in run_all.ROUND2]
+    assert "bench_receipts" in found and found == [m for m in order if m in found]
+    for m in found:
+        assert callable(importlib.import_module(f"bench.{m}").run)
+
+
+def test_receipt_seal_and_check_tiny() -> None:
+    from bench.bench_receipts import seal_verify
+
+    res = seal_verify(0.05)
+    assert all(positive(res[k]) for k in ("sealed", "checked", "raw_sign", "raw_verify"))

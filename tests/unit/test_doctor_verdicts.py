@@ -154,6 +154,7 @@ CASES: list[tuple[str, str, Callable[[], CheckResult]]] = [
     ("outbox.wear", "ok", lambda: judge_wear(100 * MiB, "the agent", 1 << 30)),
     ("outbox.wear", "unknown", lambda: judge_wear(None, "no figures", 1 << 30)),
     ("outbox.wear", "over_budget", lambda: judge_wear(2 << 30, "the agent", 1 << 30)),
+    ("outbox.wear", "device_over_budget", lambda: judge_wear(2 << 30, "everything on mmcblk0", 1 << 30, own=False)),
     ("systemd", "ok", lambda: judge_systemd("edge-agent.service", SYSTEMD)),
     ("systemd", "no_systemd", lambda: judge_systemd("edge-agent.service", None, "no systemd")),
     ("systemd", "not_found", lambda: judge_systemd("x.service", {**SYSTEMD, "LoadState": "not-found",

@@ -168,6 +168,13 @@ def test_duplicates_count_once_and_bad_entries_are_anomalies() -> None:
     assert b.size == 4
 
 
+def test_a_duplicate_gap_record_explains_nothing() -> None:
+    t = DAY0.start_ms
+    entries = [Rec("dev-b", 2, t).seal(), Rec("dev-b", 2, t, "gap", gap=(1, 1)).seal()]
+    (e,) = build(entries).ledger(DAY0).entries
+    assert (e.records, e.missing_evicted, e.missing_lost) == (1, 0, 1)
+
+
 def test_entries_must_come_in_index_order() -> None:
     b = LedgerBuilder()
     b.add(0, Rec("dev-a", 1, DAY0.start_ms).seal())

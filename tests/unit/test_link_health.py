@@ -7,6 +7,8 @@ import socket
 import ssl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.link_health import CAUSES, ConnectHealth, classify
 
@@ -58,3 +60,24 @@ def test_logged_once_per_change_counted_every_time_degraded_after_the_limit() ->
     h.disconnected(100.0)
     assert not h.degraded(160.0) and h.degraded(160.5)
     assert h.connected(200.0) is False  # dropped, not refused: no "recovered" line
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=40))
+def test_a_refusal_that_races_with_the_close_logs_once(closes: list[bool]) -> None:
+    """TLS 1.3: the broker's revocation alert or only its close reaches the client, at random; one refusal."""
+    h = ConnectHealth(degraded_after_s=60.0, started=0.0)
+    logged = [h.refused("tls_alert", "sslv3_alert_certificate_revoked", 0.0, 0.0)]
+    for i, closed in enumerate(closes):
+        cause = ("closed_before_connack", "connection closed by the broker") if closed else \
+            ("tls_alert", "sslv3_alert_certificate_revoked")
+        logged.append(h.refused(*cause, float(i), float(i)))
+    assert logged.count(True) == 1 and h.cause == "tls_alert"
+    assert sum(h.failures.values()) == len(closes) + 1  # every attempt is counted, as what it was
+
+
+def test_a_close_alone_is_its_own_cause_and_a_new_cause_still_logs() -> None:
+    h = ConnectHealth(degraded_after_s=60.0, started=0.0)
+    assert h.refused("closed_before_connack", "connection closed by the broker", 0.0, 0.0)
+    assert h.refused("tls_alert", "sslv3_alert_certificate_revoked", 1.0, 1.0)
+    assert h.refused("tcp_refused", "refused", 2.0, 2.0)  # the broker went away: a new cause
+    assert h.refused("closed_before_connack", "connection closed by the broker", 3.0, 3.0)

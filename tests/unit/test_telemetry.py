@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.telemetry import FIELDS, PIPELINE_FIELDS, TelemetryBuilder, host_health, rates_between, telemetry_payload
@@ -112,3 +112,16 @@ def test_host_health_reads_this_host(tmp_path: Path) -> None:
 
 def test_host_health_with_a_missing_outbox_directory_reports_minus_one() -> None:
     assert host_health("/nonexistent/dir/outbox.db")["disk_free_bytes"] == -1
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12), min_size=1,
+                max_size=300),
+       st.sampled_from([0.0, 1.0, 25.0, 50.0, 90.0, 99.0, 99.9, 100.0]))
+def test_percentile_is_numpys_linear_percentile(values: list[float], q: float) -> None:
+    """The pure-Python percentile (no numpy.ma import in the agent) equals numpy's, bit for bit."""
+    import numpy as np
+
+    from agent.telemetry import percentile
+
+    assert percentile(sorted(values), q) == float(np.percentile(np.asarray(values, dtype=np.float64), q))
