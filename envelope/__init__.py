@@ -16,6 +16,7 @@ from envelope.errors import (
     MalformedRecord,
     UnsupportedAlgorithm,
 )
+from envelope.limits import DEFAULT_LIMITS, Limits
 from envelope.note import Checkpoint, NoteSigner, NoteVerifier
 from envelope.receipt import (
     LogPosition,
@@ -43,12 +44,14 @@ from envelope.record import (
 from envelope.signer import PublicKey, Signer, kid_for, spki_der
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_RECORD_BYTES",
     "Checkpoint",
     "EnvelopeError",
     "InvalidNote",
     "InvalidProof",
     "InvalidSignature",
+    "Limits",
     "LogPosition",
     "MalformedNote",
     "MalformedReceipt",
