@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,26 @@ def _adjtimex_synced() -> bool | None:
 
 
 class ClockState:
-    """Caches the kernel's sync flag for ``refresh_s`` so the hot path pays nothing."""
+    """Caches the kernel's sync flag for ``refresh_s`` so the hot path pays nothing.
 
-    def __init__(self, refresh_s: float = 60.0) -> None:
+    ``probe`` (the kernel's verdict: True, False or None for no answer) and ``clock`` (monotonic seconds)
+    are passed in so tests can drive the cache without clock tricks.
+    """
+
+    def __init__(self, refresh_s: float = 60.0, *, probe: Callable[[], bool | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._refresh_s = refresh_s
-        self._checked = -1e9
+        self._probe = probe or _adjtimex_synced
+        self._clock = clock
+        self._checked: float | None = None
         self._state = 0
 
     def get(self) -> int:
-        """0 unsynced, 1 synchronised (NTP or better), per the envelope's clock-state values."""
-        now = time.monotonic()
-        if now - self._checked >= self._refresh_s:
+        """0 unsynced (or unknown), 1 synchronised (NTP or better), per the envelope's clock-state values."""
+        now = self._clock()
+        if self._checked is None or now - self._checked >= self._refresh_s:
             self._checked = now
-            synced = _adjtimex_synced()
-            self._state = 1 if synced else 0
+            self._state = 1 if self._probe() else 0
         return self._state
 
 

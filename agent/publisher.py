@@ -63,6 +63,7 @@ from agent.outbox import OutboxReader, Row
 from agent.receipts import Held, ReceiptChecker, ReceiptRefused
 from agent.settings import MqttConfig
 from agent.topics import Topics
+from envelope.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ PACKET_OVERHEAD = 64  # fixed header, topic length field, packet id, v5 properti
 READ_BATCH = 500  # rows per outbox read when re-sending
 
 
-def record_budget(max_packet_bytes: int, topic: str) -> int:
-    """Largest record that fits in one PUBLISH of at most ``max_packet_bytes`` on ``topic``."""
-    return max_packet_bytes - len(topic.encode()) - PACKET_OVERHEAD
+def record_budget(max_packet_bytes: int, topic: str, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Largest record the agent commits for ``topic``: it fits one PUBLISH of at most ``max_packet_bytes``,
+    and an aggregator with the shared default limits accepts it (``limits.max_record_bytes``, envelope.limits):
+    a record the aggregator would refuse as oversize is refused here, before it takes a seq in the outbox."""
+    return min(max_packet_bytes - len(topic.encode()) - PACKET_OVERHEAD, limits.max_record_bytes)
 
 
 @dataclass

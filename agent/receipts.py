@@ -31,12 +31,13 @@ from typing import Any
 
 from agent.delivery import ReceiptVerified
 from agent.log_witness import INCONSISTENT, OK, Held, Verdict, check_log
+from envelope.limits import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_RECEIPT_BYTES", "Held", "LogWitness", "ReceiptChecker", "ReceiptRefused", "receipt_doc"]
 
-MAX_RECEIPT_BYTES = 64 * 1024  # a receipt with a chain and a log proof is a few KiB
+MAX_RECEIPT_BYTES = DEFAULT_LIMITS.max_receipt_bytes  # a receipt with a chain and a log proof is a few KiB
 
 
 class ReceiptRefused(Exception):

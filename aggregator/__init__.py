@@ -12,7 +12,8 @@ from aggregator.service import AggregatorService, AggregatorStats
 from aggregator.store import BatchResult, RejectEvent, Store, open_store
 from aggregator.topics import TopicInfo, ack_topic, parse_topic, subscriptions
 from aggregator.trust import DeviceKey, TrustStore, check_device_chain, load_registry, load_trust_store
-from aggregator.verifier import GapInfo, Limits, VerifiedRecord, Verifier
+from aggregator.verifier import GapInfo, VerifiedRecord, Verifier
+from envelope.limits import Limits  # one definition, shared with agents (re-exported for callers)
 
 __all__ = [
     "AggregatorConfig",

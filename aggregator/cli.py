@@ -30,8 +30,8 @@ from aggregator.service import AggregatorService
 from aggregator.store import open_store
 from aggregator.topics import TopicInfo, parse_topic
 from aggregator.trust import TrustStore, load_certificates, load_crl, load_registry
-from aggregator.verifier import Limits, Verifier, embedded_key, gap_info, skew_flags
-from envelope import EnvelopeError, Record, open_record
+from aggregator.verifier import Verifier, embedded_key, gap_info, skew_flags
+from envelope import DEFAULT_LIMITS, EnvelopeError, Record, open_record
 from provisioning.cliutil import run_main
 from provisioning.sdnotify import Notifier
 
@@ -133,7 +133,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for key in load_registry(f):
                 trust.add(key)
         try:
-            record = open_record(data, max_bytes=args.max_bytes)
+            limits = dataclasses.replace(DEFAULT_LIMITS, max_record_bytes=args.max_bytes)
+            record = open_record(data, limits=limits)
         except EnvelopeError as e:
             raise Rejected(e.reason, str(e)) from e
         result["record"] = _record_json(record)
@@ -147,10 +148,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             # No trust anchor: check the signature against the record's own certificate, and say so.
             trust.add(embedded_key(record))
             rec = dataclasses.replace(record, x5chain=())
-            vr = Verifier(trust, args.prefix, Limits(args.max_bytes)).verify_record(rec, info, received_ms)
+            vr = Verifier(trust, args.prefix, limits).verify_record(rec, info, received_ms)
             result["trusted"] = False
         else:
-            vr = Verifier(trust, args.prefix, Limits(args.max_bytes)).verify_record(record, info, received_ms)
+            vr = Verifier(trust, args.prefix, limits).verify_record(record, info, received_ms)
             result["trusted"] = True
         if record.kind == "gap":
             gap_info(record.payload(), record.seq, record.device_id)
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--registry", action="append", default=[], help="device registry JSON (repeatable)")
     ver.add_argument("--topic", help="the topic the record arrived on (checked against the header)")
     ver.add_argument("--prefix", default="edge/v1", help="topic prefix (default edge/v1)")
-    ver.add_argument("--max-bytes", type=int, default=64 * 1024, help="size limit (default 65536)")
+    ver.add_argument("--max-bytes", type=int, default=DEFAULT_LIMITS.max_record_bytes,
+                     help=f"size limit (default {DEFAULT_LIMITS.max_record_bytes}, as every aggregator and agent)")
     ver.add_argument("--compact", action="store_true", help="one-line JSON")
     ver.set_defaults(func=cmd_verify)
     for name, helptext in (("stats", "per device: last seq, gaps, rejects by reason, last seen"),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.errors import ConfigError
+from envelope.limits import DEFAULT_LIMITS
 from envelope.names import topic_prefix_problem
 
 if sys.version_info >= (3, 11):
@@ -159,8 +160,8 @@ class AggregatorConfig:
     log: LogSettings = field(default_factory=LogSettings)
     web: WebSettings = field(default_factory=WebSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
-    max_record_bytes: int = 64 * 1024
-    max_skew_s: float = 300.0
+    max_record_bytes: int = DEFAULT_LIMITS.max_record_bytes  # envelope.limits: what agents refuse to commit
+    max_skew_s: float = DEFAULT_LIMITS.max_skew_ms / 1000
     queue_size: int = 20_000
     batch_max: int = 1000
     ack_interval_ms: int = 100
@@ -325,7 +326,7 @@ def _check_log(cfg: AggregatorConfig) -> list[tuple[str, str]]:
         p.append(("log.keep_checkpoints", f"expected 1..10000000, got {lg.keep_checkpoints}"))
     if cfg.max_record_bytes > 65_536:  # C2SP entry bundles prefix each entry with a 16-bit length
         p.append(("aggregator.max_record_bytes", f"with [log] at most 65535 (tlog-tiles entry bundles; the "
-                  f"default 65536 is taken as 65535), got {cfg.max_record_bytes}"))
+                  f"65536 is taken as 65535), got {cfg.max_record_bytes}"))
     return p
 
 

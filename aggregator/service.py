@@ -9,6 +9,7 @@ durable. Counters are kept in memory for ``stats()`` (the demo, logs) and in the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -32,8 +33,8 @@ from aggregator.store import BatchResult, RejectEvent, Store, open_store
 from aggregator.tlog import LogIntegrator, ReceiptLog, load_log_signer
 from aggregator.topics import OFFLINE_PAYLOAD, ack_topic, parse_topic, subscriptions
 from aggregator.trust import TrustStore, load_crl, load_registry, load_trust_store
-from aggregator.verifier import Limits, VerifiedRecord, Verifier
-from envelope import Receipt, labels, seal_receipt
+from aggregator.verifier import VerifiedRecord, Verifier
+from envelope import DEFAULT_LIMITS, Receipt, labels, seal_receipt
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ class AggregatorService:
         self._trust_given = trust
         self.trust = trust or TrustStore()
         max_bytes = min(config.max_record_bytes, 65_535) if config.log.key_file else config.max_record_bytes
-        self.verifier = Verifier(self.trust, config.mqtt.topic_prefix, Limits(max_bytes, int(config.max_skew_s * 1000)))
+        limits = dataclasses.replace(DEFAULT_LIMITS, max_record_bytes=max_bytes,
+                                     max_skew_ms=int(config.max_skew_s * 1000))
+        self.verifier = Verifier(self.trust, config.mqtt.topic_prefix, limits)
         self._queue: queue.Queue[Any] = queue.Queue(config.queue_size)
         self.identity: Identity | None = None
         self._receipts: ReceiptBatcher | None = None

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from aggregator.errors import Rejected
 from aggregator.topics import TopicInfo, parse_topic
 from aggregator.trust import DeviceKey, TrustStore
-from envelope import DEFAULT_MAX_RECORD_BYTES, EnvelopeError, Record, kid_for, labels, open_record
+from envelope import EnvelopeError, Record, kid_for, labels, open_record
+from envelope.limits import DEFAULT_LIMITS, Limits
 
 MAX_SEQ = 2**63 - 1  # stores keep seq in a signed 64-bit column
 SKEW_FUTURE = 1  # capture or signing time later than receipt + bound
@@ -27,14 +28,6 @@ SKEW_PAST = 2  # signed earlier than receipt - bound: a slow clock or a long bac
 SKEW_UNSYNCED = 4  # the device said its clock was not synchronised at capture
 
 _GAP_FIELDS = {"first": int, "last": int, "count": int, "bytes": int, "reason": str}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Every untrusted size and bound in one place."""
-
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    max_skew_ms: int = 300_000
 
 
 @dataclass(frozen=True)
@@ -130,16 +123,16 @@ def skew_flags(record: Record, received_ms: int, max_skew_ms: int) -> int:
 class Verifier:
     """Checks records against a ``TrustStore``; learns device keys from verified birth records."""
 
-    def __init__(self, trust: TrustStore, prefix: str = "edge/v1", limits: Limits | None = None) -> None:
+    def __init__(self, trust: TrustStore, prefix: str = "edge/v1", limits: Limits = DEFAULT_LIMITS) -> None:
         self.trust = trust
         self.prefix = prefix
-        self.limits = limits or Limits()
+        self.limits = limits  # envelope.limits: the one definition of every untrusted size, shared with agents
 
     def verify(self, topic: str, data: bytes, received_ms: int) -> VerifiedRecord:
         """Verify one record received on ``topic`` at ``received_ms``; raises ``Rejected``."""
         info = parse_topic(topic, self.prefix)
         try:
-            record = open_record(data, max_bytes=self.limits.max_record_bytes)
+            record = open_record(data, limits=self.limits)
         except EnvelopeError as e:
             raise Rejected(e.reason, str(e), device_id=info.device_id) from e
         try:
@@ -179,7 +172,7 @@ class Verifier:
         if learned:
             self.trust.add(key)  # only once the chain and the signature both verified
         try:  # every content type: a signed payload outside the profile is refused, not stored (issue 12)
-            payload = record.payload()
+            payload = record.payload(self.limits)
         except EnvelopeError as e:
             raise Rejected(e.reason, str(e), device_id=dev) from e
         gap = gap_info(payload, record.seq, dev) if record.kind == labels.KIND_GAP else None

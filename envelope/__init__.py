@@ -16,6 +16,7 @@ from envelope.errors import (
     MalformedRecord,
     UnsupportedAlgorithm,
 )
+from envelope.limits import DEFAULT_LIMITS, Limits
 from envelope.names import DEVICE_ID_RE, device_id_problem, is_valid_device_id, topic_prefix_problem
 from envelope.note import Checkpoint, NoteSigner, NoteVerifier
 from envelope.receipt import (
@@ -44,6 +45,7 @@ from envelope.record import (
 from envelope.signer import PublicKey, Signer, kid_for, spki_der
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_RECORD_BYTES",
     "DEVICE_ID_RE",
     "Checkpoint",
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidNote",
     "InvalidProof",
     "InvalidSignature",
+    "Limits",
     "LogPosition",
     "MalformedNote",
     "MalformedReceipt",

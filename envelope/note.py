@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from envelope.errors import InvalidNote, MalformedNote
+from envelope.limits import DEFAULT_LIMITS
 
 SIG_ED25519 = 0x01
-MAX_NOTE_BYTES = 64 * 1024
-MAX_SIGNATURES = 64  # the spec asks verifiers to accept at least 16
+MAX_NOTE_BYTES = DEFAULT_LIMITS.max_note_bytes  # the values live in envelope.limits
+MAX_SIGNATURES = DEFAULT_LIMITS.max_note_signatures  # the spec asks verifiers to accept at least 16
 _DASH = "\u2014 "
 _MAX_SIZE = 1 << 63
 

@@ -19,16 +19,18 @@ import cbor2
 from envelope import cbor_det
 from envelope import labels as L
 from envelope.errors import MalformedReceipt
-from envelope.record import DEFAULT_MAX_RECORD_BYTES, Sign1, decode_sign1, sig_structure
+from envelope.limits import DEFAULT_LIMITS
+from envelope.record import Sign1, decode_sign1, sig_structure
 from envelope.signer import Signer
 
 RECEIPT_VERSION = 1
 CONTENT_TYPE = L.CONTENT_TYPES[L.KIND_RECEIPT]
-DEFAULT_MAX_RECEIPT_BYTES = DEFAULT_MAX_RECORD_BYTES
-MAX_ID_CHARS = 64
-MAX_REASON_CHARS = 64
-MAX_REJECTED = 1024  # per receipt; a batcher carries the rest over to the next one
-MAX_PROOF_HASHES = 64  # a Merkle proof of a tree below 2**64 leaves
+# The values live in envelope.limits (one definition of every untrusted size); these names stay for callers.
+DEFAULT_MAX_RECEIPT_BYTES = DEFAULT_LIMITS.max_receipt_bytes
+MAX_ID_CHARS = DEFAULT_LIMITS.max_id_chars
+MAX_REASON_CHARS = DEFAULT_LIMITS.max_reason_chars
+MAX_REJECTED = DEFAULT_LIMITS.max_receipt_rejects  # per receipt; a batcher carries the rest over to the next one
+MAX_PROOF_HASHES = DEFAULT_LIMITS.max_proof_hashes  # a Merkle proof of a tree below 2**64 leaves
 _U63 = 2**63  # seqs and epochs live in signed 64-bit columns on the aggregator
 _PROTECTED_LABELS = frozenset({L.ALG, L.CONTENT_TYPE, L.KID, L.X5CHAIN})
 _PAYLOAD_KEYS = frozenset({"v", "agg", "dev", "epoch", "settled", "rejected", "time_ms", "birth", "log"})
@@ -243,6 +245,9 @@ def receipt_header(msg: Sign1) -> ReceiptHeader:
         x5chain = tuple(chain)
     else:
         raise MalformedReceipt("no_x5chain", "x5chain must be a certificate byte string or a non-empty array")
+    if len(x5chain) > DEFAULT_LIMITS.max_chain_certs:
+        raise MalformedReceipt("bad_header", f"x5chain holds {len(x5chain)} certificates, at most "
+                               f"{DEFAULT_LIMITS.max_chain_certs} are accepted")
     return ReceiptHeader(alg, kid, x5chain)
 
 

@@ -23,7 +23,7 @@ from envelope.errors import InvalidSignature, MalformedRecord, UnsupportedAlgori
 from envelope.limits import DEFAULT_LIMITS, Limits
 from envelope.signer import PublicKey, Signer
 
-DEFAULT_MAX_RECORD_BYTES = 64 * 1024
+DEFAULT_MAX_RECORD_BYTES = DEFAULT_LIMITS.max_record_bytes  # kept for callers; the value lives in envelope.limits
 _SIG1_CONTEXT = cbor_det.dumps("Signature1")
 _EMPTY_BSTR = b"\x40"
 _TAG18_ARRAY4 = b"\xd2\x84"
@@ -373,9 +373,13 @@ def _check_crit(hdr: dict[Any, Any]) -> None:
                                   "(RFC 9052 §3.1: the record must be rejected)", reason="bad_crit")
 
 
-def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Record:
-    """Parse a record without verifying it. Raises ``MalformedRecord`` on anything off-profile."""
-    msg = decode_sign1(data, max_bytes=max_bytes)
+def open_record(data: bytes, *, max_bytes: int | None = None, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Parse a record without verifying it. Raises ``MalformedRecord`` on anything off-profile.
+
+    ``limits`` bound the record (``max_record_bytes``, unless ``max_bytes`` is given), its CBOR nesting and
+    its x5chain; the same ``DEFAULT_LIMITS`` bound what the agent commits.
+    """
+    msg = decode_sign1(data, max_bytes=limits.max_record_bytes if max_bytes is None else max_bytes)
     protected, payload, signature = msg.protected, msg.payload, msg.signature
     if msg.unprotected:
         raise MalformedRecord("unprotected header must be empty in this profile")
@@ -419,6 +423,9 @@ def open_record(data: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Re
         x5chain = tuple(chain_value)
     elif chain_value is not None:
         raise MalformedRecord("x5chain must be a certificate byte string or an array of them")
+    if len(x5chain) > limits.max_chain_certs:
+        raise MalformedRecord(f"x5chain holds {len(x5chain)} certificates, at most {limits.max_chain_certs} "
+                              "are accepted")
     return Record(
         raw=data,
         protected_bytes=protected,

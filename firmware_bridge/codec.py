@@ -101,7 +101,9 @@ def _pack_hello(m: Hello) -> bytes:
             _f32("scale", s.scale),
             _f32("offset", s.offset),
         )
-        desc += bytes([len(unit)]) + unit
+        desc += bytes([len(unit)]) + unit + _ext(s.extension)
+        if len(desc) > 255:
+            raise EncodeError(f"sensor {s.sensor_id}: descriptor of {len(desc)} bytes exceeds 255")
         out.append(len(desc))
         out += desc
     return bytes(out)
@@ -119,13 +121,28 @@ def _pack_samples(m: Samples) -> bytes:
 
 
 def _pack_error(m: ErrorReport) -> bytes:
-    text = m.text.encode("utf-8")
+    try:
+        text = m.text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: not UTF-8, and the decoder refuses what is not
+        raise EncodeError(f"text: expected text that encodes as UTF-8, got {m.text!r:.80}") from e
     if len(text) > MAX_ERROR_TEXT:
         raise EncodeError(f"text: expected at most {MAX_ERROR_TEXT} UTF-8 bytes, got {len(text)}")
     return _ERROR.pack(_int("code", m.code, 2**16), len(text)) + text
 
 
+def _ext(extension: bytes) -> bytes:
+    if not isinstance(extension, (bytes, bytearray)):
+        raise EncodeError(f"extension: expected bytes, got {type(extension).__name__}")
+    return bytes(extension)
+
+
 def _payload(m: Frame) -> tuple[FrameType, bytes]:
+    """The type and payload of ``m``, extension bytes included."""
+    ftype, payload = _known_payload(m)
+    return ftype, payload + _ext(m.extension)
+
+
+def _known_payload(m: Frame) -> tuple[FrameType, bytes]:
     if isinstance(m, Samples):
         return FrameType.SAMPLES, _pack_samples(m)
     if isinstance(m, Hello):
@@ -248,15 +265,16 @@ def _parse_hello(p: bytes, counter: int, flags: int) -> Hello:
         if unit_len > MAX_UNIT or _SENSOR.size + 1 + unit_len > desc_len:
             raise FrameError("payload", f"HELLO sensor {k}: unit length {unit_len} does not fit its descriptor")
         u0 = start + _SENSOR.size + 1
-        unit = p[u0 : u0 + unit_len].decode("utf-8", errors="replace")
+        unit = _utf8(p[u0 : u0 + unit_len], f"HELLO sensor {k} unit")
         sensors.append(
             SensorInfo(
                 sid, kind, _fmt(fmt), _channels(ch), _finite("rate_hz", rate, True),
-                _finite("scale", scale), _finite("offset", offset), unit,
+                _finite("scale", scale), _finite("offset", offset), unit, extension=bytes(p[u0 + unit_len : end]),
             )
         )
-        i = end  # bytes a newer firmware appended to the descriptor are skipped
-    return Hello((major, minor, patch), boot_id, t_us, bytes(uid), tuple(sensors), counter=counter, flags=flags)
+        i = end  # bytes a newer firmware appended to the descriptor are skipped (and kept)
+    return Hello((major, minor, patch), boot_id, t_us, bytes(uid), tuple(sensors), counter=counter, flags=flags,
+                 extension=bytes(p[i:]))
 
 
 def _parse_samples(p: bytes, counter: int, flags: int) -> Samples:
@@ -268,48 +286,59 @@ def _parse_samples(p: bytes, counter: int, flags: int) -> Samples:
         raise FrameError("payload", "SAMPLES count: expected >= 1, got 0")
     end = _SAMPLES.size + count * ch * fmt.size
     _need(p, end, f"SAMPLES of {count}x{ch} {fmt.name}")
-    return Samples(sid, fmt, ch, t_us, p[_SAMPLES.size : end], counter=counter, flags=flags)
+    return Samples(sid, fmt, ch, t_us, p[_SAMPLES.size : end], counter=counter, flags=flags, extension=p[end:])
 
 
 def _parse_heartbeat(p: bytes, counter: int, flags: int) -> Heartbeat:
     _need(p, _HEARTBEAT.size, "HEARTBEAT")
     t_us, dropped = _HEARTBEAT.unpack_from(p)
-    return Heartbeat(t_us, dropped, counter=counter, flags=flags)
+    return Heartbeat(t_us, dropped, counter=counter, flags=flags, extension=p[_HEARTBEAT.size:])
 
 
 def _parse_error(p: bytes, counter: int, flags: int) -> ErrorReport:
     _need(p, _ERROR.size, "ERROR")
     code, n = _ERROR.unpack_from(p)
+    if n > MAX_ERROR_TEXT:
+        raise FrameError("payload", f"ERROR text: expected at most {MAX_ERROR_TEXT} bytes, got {n}")
     _need(p, _ERROR.size + n, "ERROR text")
-    text = p[_ERROR.size : _ERROR.size + n].decode("utf-8", errors="replace")
-    return ErrorReport(code, text, counter=counter, flags=flags)
+    text = _utf8(p[_ERROR.size : _ERROR.size + n], "ERROR text")
+    return ErrorReport(code, text, counter=counter, flags=flags, extension=p[_ERROR.size + n:])
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    """Text of the protocol: valid UTF-8 or a ``payload`` error (never silently replaced, docs/serial-protocol.md)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FrameError("payload", f"{what}: expected UTF-8, got {raw[e.start:e.end + 3].hex()} at byte {e.start}") \
+            from None
 
 
 def _parse_pong(p: bytes, counter: int, flags: int) -> Pong:
     _need(p, _NONCE_T.size, "PONG")
     nonce, t_us = _NONCE_T.unpack_from(p)
-    return Pong(nonce, t_us, counter=counter, flags=flags)
+    return Pong(nonce, t_us, counter=counter, flags=flags, extension=p[_NONCE_T.size:])
 
 
 def _parse_config(p: bytes, counter: int, flags: int) -> Config:
     _need(p, _CONFIG.size, "CONFIG")
     sid, rate = _CONFIG.unpack_from(p)
-    return Config(sid, _finite("rate_hz", rate, True), counter=counter, flags=flags)
+    return Config(sid, _finite("rate_hz", rate, True), counter=counter, flags=flags, extension=p[_CONFIG.size:])
 
 
 def _parse_ping(p: bytes, counter: int, flags: int) -> Ping:
     _need(p, _PING.size, "PING")
-    return Ping(_PING.unpack_from(p)[0], counter=counter, flags=flags)
+    return Ping(_PING.unpack_from(p)[0], counter=counter, flags=flags, extension=p[_PING.size:])
 
 
 def _parse_time_sync(p: bytes, counter: int, flags: int) -> TimeSync:
     _need(p, _NONCE_T.size, "TIME_SYNC")
     nonce, host = _NONCE_T.unpack_from(p)
-    return TimeSync(nonce, host, counter=counter, flags=flags)
+    return TimeSync(nonce, host, counter=counter, flags=flags, extension=p[_NONCE_T.size:])
 
 
 def _parse_hello_request(p: bytes, counter: int, flags: int) -> HelloRequest:
-    return HelloRequest(counter=counter, flags=flags)
+    return HelloRequest(counter=counter, flags=flags, extension=p)
 
 
 PARSERS: dict[int, Callable[[bytes, int, int], Frame]] = {

@@ -61,7 +61,14 @@ class FrameDecoder:
         self._expect: int | None = None  # next frame counter
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        """Decode what ``data`` completes; malformed frames are counted, never raised."""
+        """Decode what ``data`` completes; malformed frames are counted, never raised.
+
+        ``data`` is any bytes-like object (bytes, bytearray, memoryview of any format or shape, array,
+        mmap...): it is taken as its raw bytes. A ``memoryview`` used to decode nothing: ``b"\\x00" in view``
+        compares the delimiter with integers and is always false.
+        """
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = bytes(memoryview(data))  # raw bytes whatever the buffer's format; TypeError if not bytes-like
         self.stats.bytes += len(data)
         if b"\x00" not in data:
             if self._discarding:

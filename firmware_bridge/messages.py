@@ -2,7 +2,9 @@
 
 One dataclass per frame type; ``counter`` and ``flags`` come from the frame header (set by the decoder,
 assigned by the encoder). Field ranges are checked when encoding, so a message that decodes is one the
-other side may send. Types 0x01-0x7F travel MCU → host, 0x80-0xFF host → MCU.
+other side may send. ``extension`` holds the bytes a newer sender appended after the fields version 1
+defines (docs/serial-protocol.md, Versioning): a receiver ignores them, but keeps them, so that every frame
+that decodes encodes back to the same body. Types 0x01-0x7F travel MCU → host, 0x80-0xFF host → MCU.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class SensorInfo:
     scale: float
     offset: float = 0.0
     unit: str = ""
+    # bytes a newer firmware appended to the descriptor after the unit: skipped, kept to re-encode the same bytes
+    extension: bytes = field(default=b"", kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,7 @@ class Hello:
     sensors: tuple[SensorInfo, ...]
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
     def sensor(self, sensor_id: int) -> SensorInfo | None:
         """The descriptor of ``sensor_id``, or None when this MCU does not announce it."""
@@ -140,6 +145,7 @@ class Samples:
     data: bytes
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
     @property
     def count(self) -> int:
@@ -169,6 +175,7 @@ class Heartbeat:
     dropped_samples: int = 0
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,7 @@ class ErrorReport:
     text: str
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +197,7 @@ class Pong:
     t_us: int
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,7 @@ class Config:
     rate_hz: float
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +218,7 @@ class Ping:
     nonce: int
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +229,7 @@ class TimeSync:
     host_time_us: int
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +238,7 @@ class HelloRequest:
 
     counter: int = field(default=0, kw_only=True)
     flags: int = field(default=0, kw_only=True)
+    extension: bytes = field(default=b"", kw_only=True)  # payload bytes after the known fields (see docstring)
 
 
 Frame = Hello | Samples | Heartbeat | ErrorReport | Pong | Config | Ping | TimeSync | HelloRequest

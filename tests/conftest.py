@@ -16,6 +16,9 @@ from tests.support.mosquitto import Mosquitto
 settings.register_profile("project", derandomize=True, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=2000)
+# tools/mutation.py runs a module's tests once per mutant: fewer examples, still derandomised (docs/mutation.md)
+settings.register_profile("mutation", derandomize=True, deadline=None, database=None, max_examples=60,
+                          suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
 

@@ -184,7 +184,10 @@ size_t fb_encode_heartbeat(fb_encoder_t *enc, uint64_t t_us, uint32_t dropped, u
 size_t fb_encode_error(fb_encoder_t *enc, uint16_t code, const char *text, uint8_t *out, size_t out_cap) {
     uint8_t *p = enc->body + FB_HEADER_SIZE;
     size_t len = text ? strlen(text) : 0;
-    if (len > 200u) len = 200u; /* protocol limit; a cut may split a UTF-8 sequence, the host replaces it */
+    if (len > 200u) { /* protocol limit: cut at a character boundary, the host refuses invalid UTF-8 */
+        len = 200u;
+        while (len > 0u && ((unsigned char)text[len] & 0xC0u) == 0x80u) len--; /* text[len]: first byte cut off */
+    }
     if (FB_HEADER_SIZE + 3u + len + FB_CRC_SIZE > FB_BODY_CAP) return 0;
     put16(p, code);
     p[2] = (uint8_t)len;

@@ -128,3 +128,13 @@ def test_example_compiles(tmp_path: Path) -> None:
         [GCC, *CFLAGS, "-c", "-o", str(tmp_path / "ex.o"), str(C_DIR / "examples" / "fb_sensor_node.c")],
         check=True, timeout=120, cwd=C_DIR,
     )
+
+
+@pytest.mark.parametrize("text", ["é" * 150, "a" + "€" * 100, "x" * 199 + "😀", "ok" * 150])
+def test_c_cuts_long_error_text_at_a_character_boundary(driver: Path, text: str) -> None:
+    """The C encoder cuts ERROR text to 200 bytes without splitting a UTF-8 sequence: the host refuses invalid
+    UTF-8 (issue 12, item 14), so a cut in the middle of a character would lose the whole report."""
+    (wire_hex,) = run(driver, "encode", [f"error 0 0 7 {text.encode().hex()}"])
+    msg = decode_frame(bytes.fromhex(wire_hex))
+    raw = msg.text.encode()  # type: ignore[union-attr]
+    assert len(raw) <= 200 and text.encode().startswith(raw) and len(raw) > 196

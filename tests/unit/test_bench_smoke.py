@@ -102,7 +102,11 @@ def test_b3_b7_steady_tiny() -> None:
     from bench.bench_resources import bare_rss_mb, steady_run
 
     res = steady_run(1.5)
-    assert positive(res["rss_mb"]) and positive(res["record_bytes"]) and res["write_per_record"] >= 0
+    assert positive(res["rss_mb"]) and positive(res["rate"])
+    # figures that can be wrong: a result record is a few hundred bytes, and a commit writes a few KiB per
+    # record at most (WAL page + header); 0 is possible where /proc/<pid>/io counts no writes (tmpfs)
+    assert 200 < res["record_bytes"] < 2000, res
+    assert math.isfinite(res["write_per_record"]) and 0 <= res["write_per_record"] < 64 * 1024, res
     assert positive(bare_rss_mb())
 
 
@@ -111,7 +115,8 @@ def test_b4_idle_tiny() -> None:
     from bench.bench_resources import child_idle
 
     res = child_idle(settle=0.2, seconds=0.5)
-    assert res["results"] == 0 and res["cpu_pct"] >= 0
+    # idle: no results, and CPU well below a fifth of a core even on a loaded machine (the B4 goal is 0.1 %)
+    assert res["results"] == 0 and math.isfinite(res["cpu_pct"]) and 0 <= res["cpu_pct"] < 20, res
 
 
 @pytest.mark.integration

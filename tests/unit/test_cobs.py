@@ -52,3 +52,23 @@ def test_malformed() -> None:
 def test_large_random() -> None:
     data = os.urandom(100_000)
     assert cobs_decode(cobs_encode(data)) == data
+
+
+def test_max_encoded_len_is_exact() -> None:
+    """The bound is reached: all-non-zero data is the worst case; at a multiple of 254 bytes the canonical
+    form is one byte shorter and the non-canonical form (which decoders accept) reaches it."""
+    for n in range(0, 1100):
+        worst = b"\x01" * n
+        full = n > 0 and n % 254 == 0
+        assert len(cobs_encode(worst)) == cobs_max_encoded_len(n) - full, n
+        if full:
+            assert cobs_decode(cobs_encode(worst) + b"\x01") == worst
+    assert cobs_max_encoded_len(1024) == 1029 and isinstance(cobs_max_encoded_len(7), int)
+
+
+def test_a_full_block_followed_by_a_zero() -> None:
+    """254 non-zero bytes then 0x00: the full block carries no implied zero, so the zero needs its own block."""
+    run = bytes(range(1, 255))
+    assert cobs_encode(run + b"\x00") == b"\xff" + run + b"\x01\x01"
+    assert cobs_encode(run + b"\x00\x07") == b"\xff" + run + b"\x01\x02\x07"
+    assert cobs_decode(cobs_encode(run + b"\x00")) == run + b"\x00"

@@ -197,3 +197,29 @@ def test_replay_realtime_paces_and_close_interrupts(tmp_path: Path) -> None:
     src.close()
     wait_for(lambda: not t.is_alive(), timeout=5, what="replay blocks() to end after close()")
     assert got == []
+
+
+@pytest.mark.parametrize("rate_hz", [1000.0, 2000.0])
+def test_replay_realtime_yields_each_block_when_its_last_sample_is_due(tmp_path: Path, rate_hz: float) -> None:
+    """Pacing, checked (the test above only closes a wait): 256 rows in 64-row blocks are spread over 256 rows'
+    worth of time, no block arrives before its last sample's time, and none arrives much later."""
+    path = write(tmp_path, "v\n" + "\n".join(str(i) for i in range(256)) + "\n")
+    src = ReplaySource("r", ReplaySourceConfig(path=path, rate_hz=rate_hz, realtime=True))
+    start = time.time()
+    arrivals: list[tuple[float, SampleBlock]] = [(time.time(), b) for b in src.blocks()]
+    period = 1 / rate_hz
+    assert [b.samples.shape[0] for _, b in arrivals] == [64] * 4
+    for k, (at, block) in enumerate(arrivals):
+        due = start + (k + 1) * 64 * period
+        assert at >= due - 0.003, f"block {k} arrived {due - at:.4f} s before its samples existed"
+        assert abs(block.t0_us / 1e6 - (start + k * 64 * period)) < 0.05  # stamped with its first sample's time
+    total = arrivals[-1][0] - start
+    assert 256 * period - 0.003 <= total < 256 * period + 2.0  # paced, not as fast as the file can be read
+
+
+def test_replay_without_realtime_is_not_paced(tmp_path: Path) -> None:
+    path = write(tmp_path, "v\n" + "\n".join(str(i) for i in range(3000)) + "\n")
+    src = ReplaySource("r", ReplaySourceConfig(path=path, rate_hz=1.0, realtime=False))
+    t0 = time.monotonic()
+    blocks = list(src.blocks())
+    assert sum(b.samples.shape[0] for b in blocks) == 3000 and time.monotonic() - t0 < 5  # 3000 s of data

@@ -72,7 +72,7 @@ def message_to_json(m: Frame) -> dict[str, Any]:
 
 def message_from_json(d: dict[str, Any], counter: int = 0, flags: int = 0) -> Frame:
     """The inverse of ``message_to_json``."""
-    kw = {"counter": counter, "flags": flags}
+    kw: dict[str, Any] = {"counter": counter, "flags": flags}
     t = d["type"]
     if t == "hello":
         sensors = tuple(
@@ -148,6 +148,7 @@ def build() -> dict[str, Any]:
         ("samples_max_body", Samples.from_array(1, 7, [[0x4141]] * 501, SampleFormat.I16)),
         ("heartbeat_wrap", Heartbeat(2**64 - 1, 12, counter=0xFFFF)),
         ("error_utf8", ErrorReport(7, "sensor timeout: ADXL355 ✓")),
+        ("error_text_max", ErrorReport(8, "é" * 99 + "xy")),  # 200 UTF-8 bytes: the limit is inclusive
         ("pong", Pong(0xCAFEBABE, 5_000_000)),
         ("config", Config(0, 800.0, counter=3)),
         ("ping", Ping(42, counter=4)),
@@ -178,6 +179,12 @@ def build() -> dict[str, Any]:
         ("config_negative_rate", _raw_frame(1, 0x81, 0, 0, b"\x00" + struct.pack("<f", -1.0)), True),
         ("ping_short", _raw_frame(1, 0x82, 0, 0, b"\x01\x02"), True),
         ("samples_bad_format", _raw_frame(1, 0x02, 0, 0, struct.pack("<BBBHQ", 0, 9, 1, 1, 0) + b"\x01\x02"), False),
+        ("error_text_too_long", _raw_frame(1, 0x04, 0, 0, struct.pack("<HB", 1, 201) + b"e" * 201), False),
+        ("error_text_bad_utf8", _raw_frame(1, 0x04, 0, 0, struct.pack("<HB", 1, 3) + b"a\xc3("), False),
+        ("error_text_cut_utf8", _raw_frame(1, 0x04, 0, 0, struct.pack("<HB", 1, 3) + b"ab\xe2"), False),
+        ("hello_unit_bad_utf8", _raw_frame(1, 0x01, 0, 0, struct.pack("<BBBIQ", 1, 0, 0, 1, 0) + b"\x00\x01"
+                                           + bytes([19]) + struct.pack("<BBBBfff", 0, 1, 1, 3, 100.0, 1.0, 0.0)
+                                           + b"\x02\xff\xfe"), False),
         ("garbage_then_ping", bytes.fromhex("ff13370042") + b"\x00" + encode_frame(Ping(7), 8), True),
         ("idle_delimiters_then_ping", b"\x00\x00\x00" + encode_frame(Ping(1), 1) + b"\x00", True),
     ]
