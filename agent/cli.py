@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from agent import __version__
 from agent.errors import AgentError, ConfigError
@@ -71,6 +72,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
 
 
+COMMANDS_GROUP = "edge_agent.commands"
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Subcommands other packages of the distribution register (``edge-agent demo`` from ``demo``), found by
+    entry point so that ``agent`` never imports what they wire in (the demo imports the aggregator). A
+    plugin that fails to load is skipped with a warning: the agent's own commands must keep working."""
+    from importlib.metadata import entry_points  # noqa: PLC0415 - keep `--help` fast
+
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except Exception as e:  # a broken plugin must not take the agent CLI down
+            print(f"edge-agent: command {ep.name!r} unavailable ({ep.value}: {e})", file=sys.stderr)
+            continue
+        register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -89,12 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "shipped example")
     p.set_defaults(func=cmd_check_config)
 
-    try:
-        from agent.demo import add_demo_parser  # noqa: PLC0415
-    except ImportError:
-        pass
-    else:
-        add_demo_parser(sub)
+    _add_plugin_commands(sub)
     try:
         from agent.status import add_status_parser  # noqa: PLC0415
     except ImportError:

@@ -27,12 +27,3 @@ class InferenceError(AgentError):
 
 class OutboxError(AgentError):
     """The outbox database cannot be written or read (disk full, corruption, permissions)."""
-
-
-class RecordTooLarge(AgentError):
-    """A record exceeds the broker's maximum packet size and is refused before the outbox."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        self.size = size
-        self.limit = limit
-        super().__init__(f"record of {size} bytes exceeds the MQTT max packet size budget of {limit} bytes")

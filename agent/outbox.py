@@ -95,13 +95,9 @@ class CommitResult:
     evicted: list[EvictionPlan] = field(default_factory=list)
 
 
-def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+def _connect(path: str) -> sqlite3.Connection:
     try:
-        if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                   check_same_thread=False)
-        else:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=5000")
     except sqlite3.Error as e:
         raise OutboxError(f"cannot open outbox database {path}: {e}") from e
@@ -137,7 +133,6 @@ class Outbox:
         self.epoch = self._meta("epoch")
         self.evicted_records = self._meta("evicted_records")
         self.evicted_bytes = self._meta("evicted_bytes")
-        self.refused_oversize = 0
         self.delivered = 0  # rows deleted as delivered (ack or PUBACK) since open: metrics
         version = self._meta("schema_version")
         if version == 0:
@@ -251,7 +246,6 @@ class Outbox:
         self.delivered += removed
         self.evicted_records = evicted_records
         self.evicted_bytes = evicted_bytes
-        self.refused_oversize += len(result.refused)
         for plan in result.evicted:
             log.warning("outbox full (%d bytes cap): evicted seqs %d..%d (%d records, %d bytes), oldest first",
                         self.max_bytes, plan.first, plan.last, len(plan.seqs), plan.freed_bytes)

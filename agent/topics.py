@@ -19,9 +19,6 @@ class Topics:
     def result(self, stream: str) -> str:
         return f"{self.base}/result/{stream}"
 
-    def reading(self, stream: str) -> str:
-        return f"{self.base}/reading/{stream}"
-
     @property
     def telemetry(self) -> str:
         return f"{self.base}/telemetry"

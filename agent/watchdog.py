@@ -152,8 +152,7 @@ class Watchdog:
             if not self._was_healthy:
                 log.warning("every stage is healthy again; resuming watchdog pings")
             self._was_healthy = True
-            pinged = self.notifier.notify("WATCHDOG=1", "STATUS=" + " ".join(text.split())) \
-                if self.notifier.watchdog_s else self.notifier.status(text)
+            pinged = self.notifier.watchdog(text) if self.notifier.watchdog_s else self.notifier.status(text)
             if pinged and self.notifier.watchdog_s:
                 self.pings += 1
             return pinged and bool(self.notifier.watchdog_s)

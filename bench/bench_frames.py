@@ -23,8 +23,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench.common import fmt, median, row, spread, standalone_main  # noqa: E402
-from firmware_bridge import FrameDecoder, FrameEncoder, Heartbeat, Samples, encode_body  # noqa: E402
-from firmware_bridge.signal_model import VibrationStream  # noqa: E402
+from firmware_bridge import FrameDecoder, FrameEncoder, Heartbeat, Samples, VibrationStream, encode_body  # noqa: E402
 
 GOAL = 50_000.0
 CHUNK = 4096

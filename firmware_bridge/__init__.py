@@ -3,7 +3,8 @@
 Wire protocol (docs/serial-protocol.md): COBS frames delimited by 0x00, a 5-byte header, CRC-32. The
 pure codec (``FrameDecoder``, ``encode_frame``) does no I/O; ``SerialSource`` is the pyserial shell with
 reconnects, reset detection and clock mapping; ``Simulator`` plays the MCU on a pty; ``firmware_bridge/c``
-holds the C99 half for the firmware. This package imports nothing else of the project.
+holds the C99 half for the firmware; the vibration signal model (``CLASSES``, ``VibrationStream``, ...) is
+the one the simulator streams. This package imports nothing else of the project.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ if TYPE_CHECKING:
         SensorKind,
         TimeSync,
     )
+    from firmware_bridge.signal_model import (
+        CHANNELS,
+        CLASSES,
+        SAMPLE_RATE_HZ,
+        WINDOW,
+        MachineParams,
+        VibrationStream,
+        random_params,
+        synthesize,
+    )
     from firmware_bridge.simulator import SentBlock, SimConfig, Simulator
     from firmware_bridge.transport import SerialSource
 
@@ -46,6 +57,8 @@ if TYPE_CHECKING:
 # one leaf module does not pay for the rest of the package.
 _LAZY: dict[str, str] = {
     "BridgeError": "firmware_bridge.errors",
+    "CHANNELS": "firmware_bridge.signal_model",
+    "CLASSES": "firmware_bridge.signal_model",
     "ClockMap": "firmware_bridge.clock",
     "Config": "firmware_bridge.messages",
     "DecoderStats": "firmware_bridge.decoder",
@@ -66,6 +79,7 @@ _LAZY: dict[str, str] = {
     "MAX_BODY": "firmware_bridge.messages",
     "MAX_PAYLOAD": "firmware_bridge.messages",
     "MAX_WIRE": "firmware_bridge.messages",
+    "MachineParams": "firmware_bridge.signal_model",
     "McuError": "firmware_bridge.link",
     "McuHello": "firmware_bridge.link",
     "McuReset": "firmware_bridge.link",
@@ -73,6 +87,7 @@ _LAZY: dict[str, str] = {
     "Ping": "firmware_bridge.messages",
     "Pong": "firmware_bridge.messages",
     "ProtocolError": "firmware_bridge.errors",
+    "SAMPLE_RATE_HZ": "firmware_bridge.signal_model",
     "SampleFormat": "firmware_bridge.messages",
     "Samples": "firmware_bridge.messages",
     "SensorBlock": "firmware_bridge.link",
@@ -84,21 +99,29 @@ _LAZY: dict[str, str] = {
     "Simulator": "firmware_bridge.simulator",
     "TimeSync": "firmware_bridge.messages",
     "TransportError": "firmware_bridge.errors",
+    "VibrationStream": "firmware_bridge.signal_model",
+    "WINDOW": "firmware_bridge.signal_model",
     "cobs_decode": "firmware_bridge.cobs",
     "cobs_encode": "firmware_bridge.cobs",
     "decode_body": "firmware_bridge.codec",
     "decode_frame": "firmware_bridge.codec",
     "encode_body": "firmware_bridge.codec",
     "encode_frame": "firmware_bridge.codec",
+    "random_params": "firmware_bridge.signal_model",
+    "synthesize": "firmware_bridge.signal_model",
 }
 
 __all__ = [
+    "CHANNELS",
+    "CLASSES",
     "ERROR_KINDS",
     "FLAG_BOOT",
     "MAX_BODY",
     "MAX_PAYLOAD",
     "MAX_WIRE",
     "PROTOCOL_VERSION",
+    "SAMPLE_RATE_HZ",
+    "WINDOW",
     "BridgeError",
     "ClockMap",
     "Config",
@@ -115,6 +138,7 @@ __all__ = [
     "HelloRequest",
     "LinkEvent",
     "LinkSession",
+    "MachineParams",
     "McuError",
     "McuHello",
     "McuReset",
@@ -132,12 +156,15 @@ __all__ = [
     "Simulator",
     "TimeSync",
     "TransportError",
+    "VibrationStream",
     "cobs_decode",
     "cobs_encode",
     "decode_body",
     "decode_frame",
     "encode_body",
     "encode_frame",
+    "random_params",
+    "synthesize",
 ]
 
 

@@ -100,10 +100,6 @@ class SerialSource:
                 log.debug("write to %s failed: %s", self.port, e)
                 return False
 
-    def open_once(self) -> None:
-        """Open the port now or raise ``TransportError`` (no retry): for tools that want a hard failure."""
-        self._open()
-
     def events(self) -> Iterator[LinkEvent]:
         """Yield link events until ``close()``; reconnects forever with backoff in between."""
         backoff = self.backoff_min_s

@@ -115,9 +115,9 @@ class Notifier:
         """``READY=1``: start-up is complete (optionally with a first ``STATUS=``)."""
         return self.notify(READY, *(status_line(status),) if status else ())
 
-    def watchdog(self) -> bool:
-        """``WATCHDOG=1``: every stage is alive."""
-        return self.notify(WATCHDOG)
+    def watchdog(self, status: str | None = None) -> bool:
+        """``WATCHDOG=1``: every stage is alive (optionally with a fresh ``STATUS=``, in the same datagram)."""
+        return self.notify(WATCHDOG, *(status_line(status),) if status else ())
 
     def status(self, text: str) -> bool:
         """``STATUS=text``: one line shown by ``systemctl status``."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from agent.settings import SimulatedSourceConfig
 from agent.sources.base import CLOCK_UNSYNCED, SampleBlock, Source
-from firmware_bridge.signal_model import CLASSES, VibrationStream
+from firmware_bridge import CLASSES, VibrationStream
 
 __all__ = ["HISTORY", "SimulatedSource"]
 

@@ -50,9 +50,11 @@ def test_ready_status_watchdog_stopping_arrive_as_datagrams(path_listener: tuple
     assert listener.receive() == ["WATCHDOG=1"]
     assert n.status("committed 5\nmqtt up")
     assert listener.receive() == ["STATUS=committed 5 mqtt up"], "a newline would start a new assignment"
+    assert n.watchdog("healthy\ncommitted 6")
+    assert listener.receive() == ["WATCHDOG=1", "STATUS=healthy committed 6"], "ping and status in one datagram"
     assert n.stopping()
     assert listener.receive() == ["STOPPING=1"]
-    assert n.sent == 4
+    assert n.sent == 5
     n.close()
 
 

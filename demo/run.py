@@ -1,4 +1,4 @@
-"""``edge-agent demo``: the whole system on one machine, with nothing installed but the package.
+"""The demo run: the whole system on one machine, with nothing installed but the package.
 
 An embedded broker (amqtt, MQTT 3.1.1) unless ``--broker`` names a real one, a throwaway fleet CA and device
 key in a temp dir, the agent on the simulated source cycling through the four vibration classes, and an
@@ -9,7 +9,6 @@ was stored.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import secrets
@@ -25,10 +24,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.config import check_environment, parse_config
-from agent.embedded_broker import EmbeddedBroker
 from agent.service import Agent
+from aggregator import AggregatorService
+from aggregator import parse_config as parse_aggregator_config
+from demo.embedded_broker import EmbeddedBroker
 from envelope import open_record
-from firmware_bridge.signal_model import CLASSES
+from firmware_bridge import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,6 @@ def _stored_seqs(store_path: Path, device_id: str) -> set[int]:
 def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO = sys.stdout,
              keep: bool = False) -> int:
     """Run the demo; returns the exit code (0 only when every published record verified and was stored)."""
-    from aggregator import AggregatorService  # noqa: PLC0415 - an aggregator host never imports agent
-    from aggregator import parse_config as parse_aggregator_config  # noqa: PLC0415
-
     work = Path(tempfile.mkdtemp(prefix="edge-demo-"))
     device_id = f"demo-{secrets.token_hex(3)}"
     broker: EmbeddedBroker | None = None
@@ -290,24 +288,3 @@ def run_demo(seconds: float, broker_url: str | None, as_json: bool, out: TextIO 
             print(f"demo files kept in {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.seconds <= 0:
-        print("edge-agent demo: --seconds must be > 0", file=sys.stderr)
-        return 2
-    return run_demo(args.seconds, args.broker, args.json, keep=args.keep)
-
-
-def add_demo_parser(sub: Any) -> None:
-    """Register ``edge-agent demo`` on the CLI's subparsers."""
-    p = sub.add_parser("demo", help="run broker, agent and aggregator on this machine and show it working")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
-    p.add_argument("--broker", default=None, help="use this broker (mqtt://host:port, MQTT 5) instead of the "
-                                                  "embedded one")
-    p.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (keys, databases) for inspection")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
-    p.set_defaults(func=cmd_demo)

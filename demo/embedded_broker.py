@@ -1,4 +1,4 @@
-"""An embedded pure-Python MQTT broker (amqtt) on a loopback port, for ``edge-agent demo`` only.
+"""An embedded pure-Python MQTT broker (amqtt) on a loopback port, for the demo only (``edge-demo``).
 
 amqtt speaks MQTT 3.1.1 only, so agent and aggregator use 3.1.1 against it. It runs its asyncio loop on
 its own thread; ``stop()`` shuts it down. Production deployments use Mosquitto (docs/broker.md).

@@ -1,0 +1,7 @@
+"""``python -m demo`` is ``edge-demo`` (and what ``edge-agent demo`` execs)."""
+
+import sys
+
+from demo.cli import main
+
+sys.exit(main())
