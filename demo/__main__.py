@@ -1,4 +1,4 @@
-"""``python -m demo`` is ``edge-demo`` (and what ``edge-agent demo`` execs)."""
+"""``python -m demo`` is ``edge-demo`` (and ``edge-agent demo``)."""
 
 import sys
 
