@@ -73,12 +73,13 @@ def test_agent_to_aggregator_stored_once_acked_outbox_empties(tmp_path: Path, mo
         wait_for(lambda: len(stored_seqs(agg_db, device)) >= 2000, timeout=90, what="2000 stored records")
         assert agent.terminate() == 0, agent.log()
         _, last, _ = outbox_state(tmp_path / "agent" / "outbox.db")
-        wait_for(lambda: len(stored_seqs(agg_db, device)) >= last, timeout=30, what="every record stored")
-        # The agent is stopped: start it again briefly so it reads the retained ack and empties its outbox.
+        # Start it again: it publishes what it committed but had not sent when stopped (kept, not lost), reads
+        # the retained receipt and empties its outbox.
         agent = AgentProcess(write_config(tmp_path / "agent" / "agent.toml", {
             **cfg, "pipeline": [{**cfg["pipeline"][0], "source": {"type": "simulated", "fault": "normal",
                                                                   "realtime": True, "rate_hz": 1000.0}}]}))
         agent.start()
+        wait_for(lambda: len(stored_seqs(agg_db, device)) >= last, timeout=60, what="every first-run record stored")
         wait_for(lambda: outbox_state(tmp_path / "agent" / "outbox.db")[2] > last, timeout=30,
                  what="acks beyond the first run's last seq")
         assert agent.terminate() == 0, agent.log()
